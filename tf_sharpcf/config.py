@@ -1,0 +1,140 @@
+"""Frozen settings for data, model, training and evaluation.
+
+`Config` is what `fit` builds from its flags (or a JSON file) and what
+`train.train_and_evaluate` takes; `validate()` rejects invalid settings with a
+message that names the field, before anything is read or written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping, Optional, Tuple
+
+from tf_sharpcf.errors import ConfigError
+
+METHODS = ("bpr", "apr", "sharpcf")
+OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "gowalla"          # a registered name or a folder in LightGCN format
+    data_dir: Optional[str] = None    # else $TF_SHARPCF_DATA, else the user cache
+    download: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 128
+    init_std: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    method: str = "sharpcf"
+    epochs: int = 400
+    warmup_epochs: int = 200       # E_start: plain BPR epochs before APR/SharpCF
+    window: int = 3                # E: the trajectory looks E epochs back
+    lam: float = 0.1               # lambda of Eq. 17
+    eps: float = 0.5               # rho of Eq. 5
+    adv_weight: float = 1.0        # alpha of Eq. 6
+    batch_size: int = 8192
+    lr: float = 1e-3
+    optimizer: str = "lazyadam"
+    l2: float = 1e-4
+    seed: int = 0
+    steps_per_execution: int = 0   # 0: a whole epoch per call into the graph
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    ks: Tuple[int, ...] = (10, 20)
+    eval_every: int = 10
+    user_batch: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def validate(self) -> "Config":
+        t, m, e = self.train, self.model, self.eval
+        _check(t.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {t.method!r}")
+        _check(t.optimizer in OPTIMIZERS, "optimizer",
+               f"must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+        _check(_is_int(m.dim) and m.dim >= 1, "dim", f"must be an integer >= 1, got {m.dim!r}")
+        _check(_finite(m.init_std) and m.init_std > 0, "init-std", f"must be > 0, got {m.init_std!r}")
+        _check(_is_int(t.epochs) and t.epochs >= 1, "epochs", f"must be an integer >= 1, got {t.epochs!r}")
+        _check(_is_int(t.warmup_epochs) and t.warmup_epochs >= 0, "warmup-epochs",
+               f"must be an integer >= 0, got {t.warmup_epochs!r}")
+        _check(_is_int(t.window) and t.window >= 1, "window", f"(E) must be an integer >= 1, got {t.window!r}")
+        _check(_finite(t.lam) and t.lam >= 0, "lambda", f"must be a finite number >= 0, got {t.lam!r}")
+        _check(_finite(t.eps) and t.eps >= 0, "eps", f"(rho) must be a finite number >= 0, got {t.eps!r}")
+        _check(_finite(t.adv_weight) and t.adv_weight >= 0, "adv-weight",
+               f"(alpha) must be a finite number >= 0, got {t.adv_weight!r}")
+        _check(_is_int(t.batch_size) and t.batch_size >= 1, "batch-size",
+               f"must be an integer >= 1, got {t.batch_size!r}")
+        _check(_finite(t.lr) and t.lr > 0, "lr", f"must be a finite number > 0, got {t.lr!r}")
+        _check(_finite(t.l2) and t.l2 >= 0, "l2", f"must be a finite number >= 0, got {t.l2!r}")
+        _check(_is_int(t.seed) and t.seed >= 0, "seed", f"must be an integer >= 0, got {t.seed!r}")
+        _check(_is_int(t.steps_per_execution) and t.steps_per_execution >= 0, "steps-per-execution",
+               f"must be an integer >= 0, got {t.steps_per_execution!r}")
+        _check(len(e.ks) >= 1 and all(_is_int(k) and k >= 1 for k in e.ks), "k",
+               f"every K must be an integer >= 1, got {list(e.ks)!r}")
+        _check(_is_int(e.eval_every) and e.eval_every >= 1, "eval-every",
+               f"must be an integer >= 1, got {e.eval_every!r}")
+        _check(_is_int(e.user_batch) and e.user_batch >= 1, "eval-user-batch",
+               f"must be an integer >= 1, got {e.user_batch!r}")
+        _check(isinstance(self.data.dataset, str) and self.data.dataset.strip() != "", "dataset",
+               "must name a dataset or a folder")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Builds a Config from nested dicts; unknown sections or keys are errors."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kinds = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+        unknown = set(d) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        parts = {}
+        for name, kind in kinds.items():
+            values = dict(d.get(name, {}) or {})
+            known = {f.name for f in dataclasses.fields(kind)}
+            bad = set(values) - known
+            if bad:
+                raise ConfigError(f"unknown key(s) in config section '{name}': {', '.join(sorted(bad))}")
+            if name == "eval" and "ks" in values:
+                values["ks"] = tuple(values["ks"])
+            parts[name] = kind(**values)
+        return cls(**parts)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """Returns a copy with fields replaced, e.g. replace(train={"lam": 1.0})."""
+        parts = {}
+        for name, values in sections.items():
+            parts[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **parts)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid --{field}: {message}")

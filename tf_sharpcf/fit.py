@@ -1,0 +1,117 @@
+"""`python -m tf_sharpcf.fit`: train BPR, APR or SharpCF and evaluate it.
+
+    python -m tf_sharpcf.fit --dataset gowalla --method sharpcf --epochs 400
+
+Flags override `--config FILE` (a JSON file as written to config.json, or the
+tuner's best_hyperparameters.json), which overrides the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
+from tf_sharpcf.errors import ConfigError, TfSharpCFError
+
+# flag -> (section, field)
+FLAGS = {
+    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
+    "dim": ("model", "dim"), "init_std": ("model", "init_std"),
+    "method": ("train", "method"), "epochs": ("train", "epochs"),
+    "warmup_epochs": ("train", "warmup_epochs"), "window": ("train", "window"),
+    "lam": ("train", "lam"), "eps": ("train", "eps"), "adv_weight": ("train", "adv_weight"),
+    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "optimizer": ("train", "optimizer"),
+    "l2": ("train", "l2"), "seed": ("train", "seed"),
+    "steps_per_execution": ("train", "steps_per_execution"),
+    "eval_every": ("eval", "eval_every"), "ks": ("eval", "ks"), "eval_user_batch": ("eval", "user_batch"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = Config()
+    p.add_argument("--config", help="JSON config file (config.json or best_hyperparameters.json)")
+    p.add_argument("--dataset", help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder "
+                                     f"(default {d.data.dataset})")
+    p.add_argument("--data-dir", help="data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)")
+    p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
+    p.add_argument("--method", choices=METHODS, help=f"training objective (default {d.train.method})")
+    p.add_argument("--epochs", type=int, help=f"total epochs (default {d.train.epochs})")
+    p.add_argument("--warmup-epochs", type=int,
+                   help=f"E_start: plain BPR epochs before APR/SharpCF (default {d.train.warmup_epochs})")
+    p.add_argument("--window", type=int, help=f"E: SharpCF's epoch window (default {d.train.window})")
+    p.add_argument("--lambda", dest="lam", type=float, help=f"SharpCF's λ (default {d.train.lam})")
+    p.add_argument("--eps", type=float, help=f"APR's perturbation norm ρ (default {d.train.eps})")
+    p.add_argument("--adv-weight", type=float, help=f"APR's α (default {d.train.adv_weight})")
+    p.add_argument("--dim", type=int, help=f"embedding size (default {d.model.dim})")
+    p.add_argument("--init-std", type=float, help=f"std of the normal initialiser (default {d.model.init_std})")
+    p.add_argument("--batch-size", type=int, help=f"(default {d.train.batch_size})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {d.train.lr})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.train.optimizer})")
+    p.add_argument("--l2", type=float, help=f"L2 weight on the batch embeddings (default {d.train.l2})")
+    p.add_argument("--seed", type=int, help=f"(default {d.train.seed})")
+    p.add_argument("--steps-per-execution", type=int,
+                   help="batches per call into the compiled graph (0: 128)")
+    p.add_argument("--eval-every", type=int, help=f"evaluate every N epochs (default {d.eval.eval_every})")
+    p.add_argument("--k", dest="ks", type=int, nargs="+", help=f"cut-offs K (default {list(d.eval.ks)})")
+    p.add_argument("--eval-user-batch", type=int, help=f"users per scoring matmul (default {d.eval.user_batch})")
+    p.add_argument("--output-dir", default="runs/latest", help="where the run's files go")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    base = Config()
+    if args.config:
+        try:
+            base = Config.from_dict(json.loads(Path(args.config).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"invalid --config: {args.config} not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"invalid --config: {args.config}:{e.lineno}: {e.msg}") from None
+        except TypeError as e:
+            raise ConfigError(f"invalid --config: {args.config}: {e}") from None
+    sections = {}
+    for flag, (section, field) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections.setdefault(section, {})[field] = tuple(value) if flag == "ks" else value
+    if args.no_download:
+        sections.setdefault("data", {})["download"] = False
+    return base.replace(**sections).validate()
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"invalid --output-dir: {path} exists and is not a directory")
+    if (path / "metrics.json").exists() and not overwrite:
+        raise ConfigError(f"invalid --output-dir: {path} holds a finished run; "
+                          "pass --overwrite or choose another directory")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        out = Path(args.output_dir)
+        check_output_dir(out, args.overwrite)
+        from tf_sharpcf import train  # TensorFlow is imported only once the flags are valid
+        data = train.load_data(config)
+        print(data.describe(), file=sys.stderr)
+        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 1)
+    except TfSharpCFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best": metrics["best"], "final": metrics["final"],
+                      "seconds_per_epoch": round(metrics["seconds_per_epoch"], 3)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

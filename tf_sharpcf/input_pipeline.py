@@ -1,0 +1,137 @@
+"""The tf.data training pipeline: `(element_id, user, pos_item, neg_item)` batches.
+
+Each epoch is a pure function of `(seed, epoch)`: the permutation of the
+canonical training table and every negative are drawn with stateless random
+ops keyed by `(seed, epoch, batch)`. The same seed therefore gives the same
+batches on every run and machine, and a resumed run needs no RNG state.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_sharpcf.datasets import Interactions
+
+# Rejection sampling draws again only for the rows that hit a positive item;
+# the bound guards against a user who has nearly every item (never reached on
+# real data: each round shrinks the rejected set by the user's density).
+_MAX_NEGATIVE_ROUNDS = 1000
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+    return int(math.ceil(num_train / batch_size))
+
+
+class NegativeSampler:
+    """Uniform negatives among the items a user has not interacted with in train.
+
+    Membership is a hash-table lookup of the key `user * num_items + item`
+    (measured 13x faster than `tf.searchsorted` over the sorted keys on CPU).
+    """
+
+    def __init__(self, data: Interactions):
+        self.num_items = int(data.num_items)
+        keys = tf.constant(data.train_keys(), tf.int64)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0)
+
+    def is_positive(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """users, items: [B] int32 -> [B] bool, True where (user, item) is in train."""
+        query = tf.cast(users, tf.int64) * self.num_items + tf.cast(items, tf.int64)
+        return tf.cast(self.table.lookup(query), tf.bool)
+
+    def __call__(self, users: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """users: [B] int32, seed: [2] int64 -> [B] int32 negatives."""
+        shape = tf.shape(users)
+
+        def draw(round_):
+            s = tf.random.experimental.stateless_fold_in(seed, round_)
+            return tf.random.stateless_uniform(shape, s, minval=0, maxval=self.num_items, dtype=tf.int32)
+
+        negs = draw(0)
+        bad = self.is_positive(users, negs)
+
+        def cond(r, negs, bad):
+            return tf.logical_and(tf.reduce_any(bad), r < _MAX_NEGATIVE_ROUNDS)
+
+        def body(r, negs, bad):
+            negs = tf.where(bad, draw(r), negs)
+            return r + 1, negs, self.is_positive(users, negs)
+
+        _, negs, _ = tf.while_loop(cond, body, (tf.constant(1), negs, bad))
+        return negs
+
+
+def epoch_permutation(num_train: int, seed: int, epoch) -> tf.Tensor:
+    """[N] int32: the order of element ids in epoch `epoch` (stateless)."""
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(num_train, dtype=tf.int32), seed=key)
+
+
+def epoch_tables(data_tensors, sampler: "NegativeSampler", num_train: int, seed: int, epoch):
+    """One epoch's interactions in training order.
+
+    Returns four [N] int32 tensors (element_id, user, pos_item, neg_item): the
+    epoch's permutation of the canonical table and one negative per row, all a
+    pure function of (seed, epoch).
+    """
+    users, items = data_tensors
+    ids = epoch_permutation(num_train, seed, epoch)
+    u = tf.gather(users, ids)
+    key = tf.stack([tf.constant(seed, tf.int64) + 7919, tf.cast(epoch, tf.int64)])
+    return ids, u, tf.gather(items, ids), sampler(u, key)
+
+
+def training_dataset(data: Interactions, batch_size: int, seed: int,
+                     start_epoch: int = 0, end_epoch: int = 1,
+                     batches_per_chunk: int = 0) -> tf.data.Dataset:
+    """Batches for epochs [start_epoch, end_epoch), epoch after epoch.
+
+    With batches_per_chunk = 0, yields (element_id, user, pos_item, neg_item),
+    each [B] int32; the last batch of an epoch holds the N mod B remaining rows.
+    `steps_per_epoch(N, B)` batches per epoch. element_id is the row of the
+    interaction in `data`'s canonical table.
+
+    With batches_per_chunk = k > 0, yields the same batches stacked k at a time
+    as [k, B] tensors (fewer in an epoch's last full chunk), then the short
+    batch as [1, N mod B]; `chunks_per_epoch` gives the count. Both forms carry
+    exactly the same batches in the same order.
+    """
+    n = data.num_train
+    tensors = (tf.constant(data.train_users, tf.int32), tf.constant(data.train_items, tf.int32))
+    sampler = NegativeSampler(data)
+    full, tail = divmod(n, batch_size)
+
+    k = batches_per_chunk or 1
+    # (first batch, last batch + 1) of each [k, B] chunk, then the short batch.
+    spans = [(lo, min(full, lo + k)) for lo in range(0, full, k)]
+
+    def one_epoch(epoch):
+        cols = epoch_tables(tensors, sampler, n, seed, epoch)
+        if batches_per_chunk:
+            pieces = [tf.data.Dataset.from_tensors(tuple(
+                tf.reshape(c[lo * batch_size: hi * batch_size], [hi - lo, batch_size]) for c in cols))
+                for lo, hi in spans]
+        else:
+            pieces = [tf.data.Dataset.from_tensor_slices(tuple(
+                tf.reshape(c[: full * batch_size], [full, batch_size]) for c in cols))] if full else []
+        if tail:
+            short = tuple(c[full * batch_size:] for c in cols)
+            pieces.append(tf.data.Dataset.from_tensors(
+                tuple(s[None] for s in short) if batches_per_chunk else short))
+        ds = pieces[0]
+        for piece in pieces[1:]:
+            ds = ds.concatenate(piece)
+        return ds
+
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(one_epoch)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(2)
+
+
+def chunks_per_epoch(num_train: int, batch_size: int, batches_per_chunk: int) -> int:
+    full, tail = divmod(num_train, batch_size)
+    return int(math.ceil(full / batches_per_chunk)) + (1 if tail else 0)

@@ -1,0 +1,102 @@
+"""`MatrixFactorization`: user/item embeddings and a generic `train_step`.
+
+The step does not know which method it trains: it opens a tape, asks the
+objective for `(loss, logs)`, applies the gradients and averages the logs
+(tensorflow/recommenders `models/base.py` does the same with `compute_loss`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tf_sharpcf.objectives import Objective
+
+
+class MatrixFactorization(tf.keras.Model):
+    """ŷ_ui = e_uᵀ e_i (Eq. 1–2) over [num_users, dim] and [num_items, dim] tables.
+
+    `epoch` is a non-trainable int64 variable holding the 0-based epoch being
+    trained; `train.EpochCounter` sets it, and objectives that depend on the
+    epoch (SharpCF's trajectory slot and warm-up) read it inside the graph.
+    """
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 128, init_std: float = 0.1,
+                 seed: int = 0, objective: Optional[Objective] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_users, self.num_items, self.dim = int(num_users), int(num_items), int(dim)
+        self.user_embedding = self.add_weight(
+            name="user_embedding", shape=[self.num_users, self.dim], dtype=tf.float32,
+            initializer=tf.keras.initializers.RandomNormal(stddev=init_std, seed=seed))
+        self.item_embedding = self.add_weight(
+            name="item_embedding", shape=[self.num_items, self.dim], dtype=tf.float32,
+            initializer=tf.keras.initializers.RandomNormal(stddev=init_std, seed=seed + 1))
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self._objective = None
+        self._trackers = {}
+        if objective is not None:
+            self.set_objective(objective)
+
+    # -- objective ---------------------------------------------------------
+
+    @property
+    def objective(self) -> Objective:
+        return self._objective
+
+    def set_objective(self, objective: Objective) -> None:
+        """Chooses the objective; call `compile` afterwards so the step is retraced."""
+        self._objective = objective
+        self._trackers = {name: tf.keras.metrics.Mean(name=name) for name in objective.log_names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # -- scoring -----------------------------------------------------------
+
+    def embed(self, users, pos_items, neg_items):
+        """[B] ids -> three [B, dim] gathered embeddings (user, positive, negative)."""
+        return (tf.gather(self.user_embedding, users), tf.gather(self.item_embedding, pos_items),
+                tf.gather(self.item_embedding, neg_items))
+
+    def score(self, users, items):
+        """[B] users, [B] items -> [B] float32 scores ŷ_ui."""
+        return tf.reduce_sum(tf.gather(self.user_embedding, users) *
+                             tf.gather(self.item_embedding, items), axis=1)
+
+    def call(self, users):
+        """[B] users -> [B, num_items] scores against every item."""
+        return tf.matmul(tf.gather(self.user_embedding, users), self.item_embedding, transpose_b=True)
+
+    # -- training ----------------------------------------------------------
+
+    def train_step(self, data):
+        """One call of the compiled train function.
+
+        `data` is one batch (four [B] tensors: element_id, user, pos_item,
+        neg_item) or a chunk of k batches (four [k, B] tensors, see
+        `input_pipeline.training_dataset(batches_per_chunk=k)`), trained one
+        batch after another in an in-graph loop. Under XLA the loop keeps the
+        embedding tables in place across the chunk's steps, which is what makes
+        an epoch fast on CPU. Returns the running means of the objective's logs.
+        """
+        if data[0].shape.rank == 2:
+            for s in tf.range(tf.shape(data[0])[0]):
+                self.batch_step(tuple(t[s] for t in data))
+        else:
+            self.batch_step(data)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def batch_step(self, batch) -> None:
+        """Ask the objective for (loss, logs), apply the gradients, record the logs."""
+        element_ids, users, pos_items, neg_items = batch
+        with tf.GradientTape() as tape:
+            loss, logs = self._objective(self, element_ids, users, pos_items, neg_items)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        for name, tracker in self._trackers.items():
+            tracker.update_state(logs[name])
+
+    def get_config(self):
+        return {"num_users": self.num_users, "num_items": self.num_items, "dim": self.dim}

@@ -1,0 +1,177 @@
+"""Training objectives: pure tensor functions and the objects built from them.
+
+An objective is called by `MatrixFactorization.train_step` inside its tape as
+`objective(model, element_ids, users, pos_items, neg_items) -> (loss, logs)`
+and names the log entries it returns in `log_names`. `warmup()` gives the
+objective to use for the first `E_start` epochs.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import tensorflow as tf
+
+from tf_sharpcf.sparse import sum_repeated_rows
+from tf_sharpcf.trajectory import TrajectoryTable
+
+Logs = Dict[str, tf.Tensor]
+
+
+# ---------------------------------------------------------------------------
+# Pure functions
+
+
+def bpr_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
+    """Batch mean of -ln σ(ŷ_ui − ŷ_uj) (Eq. 3).
+
+    pos_scores, neg_scores: [B] float32 -> scalar. -ln σ(x) is computed as
+    softplus(-x), the same value without overflow for large |x|.
+    """
+    return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores))
+
+
+def l2_penalty(embeddings: Sequence[tf.Tensor]) -> tf.Tensor:
+    """½ Σ‖e‖² over the batch embeddings, divided by the batch size.
+
+    embeddings: each [B, d] -> scalar.
+    """
+    batch = tf.cast(tf.shape(embeddings[0])[0], tf.float32)
+    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(e)) for e in embeddings]) / batch
+
+
+def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float) -> tf.Tensor:
+    """Δ = ρ · g / ‖g‖ per embedding row (the FGM step of APR, Eq. 5).
+
+    grads: [B, d] gradients of the loss w.r.t. the gathered batch embeddings;
+    ids: [B] the table rows they were gathered from. Gradients of rows that
+    appear several times are summed first (the gradient w.r.t. the table row,
+    as in the original APR code) and normalised per row.
+    Returns [B, d], each row of L2 norm `eps` (0 where the gradient is 0).
+    """
+    row_grads = sum_repeated_rows(grads, ids)
+    return tf.stop_gradient(eps * tf.math.l2_normalize(row_grads, axis=1))
+
+
+def trajectory_loss(scores: tf.Tensor, old_scores: tf.Tensor) -> tf.Tensor:
+    """(1/|B|) ‖Ŷ_B(Θ_e) − Ŷ_B(Θ_{e−E})‖² (the second term of Eq. 17, without λ).
+
+    scores: [B] current positive scores; old_scores: [B] constants. -> scalar.
+    """
+    return tf.reduce_mean(tf.square(scores - tf.stop_gradient(old_scores)))
+
+
+def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Row-wise dot product: [B, d], [B, d] -> [B] (Eq. 2)."""
+    return tf.reduce_sum(a * b, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Objective objects
+
+
+class Objective(tf.Module):
+    """Base: BPR + L2 on the batch embeddings."""
+
+    log_names: Tuple[str, ...] = ("loss", "bpr_loss", "reg_loss")
+
+    def __init__(self, l2: float = 0.0, name=None):
+        super().__init__(name=name)
+        self.l2 = float(l2)
+
+    def warmup(self) -> "Objective":
+        return self
+
+    def __call__(self, model, element_ids, users, pos_items, neg_items) -> Tuple[tf.Tensor, Logs]:
+        eu, ei, ej = model.embed(users, pos_items, neg_items)
+        pos, neg = dot(eu, ei), dot(eu, ej)
+        bpr = bpr_loss(pos, neg)
+        reg = self.l2 * l2_penalty([eu, ei, ej])
+        extra, logs = self.extra_loss(model, element_ids, users, pos_items, neg_items,
+                                      (eu, ei, ej), (pos, neg), bpr)
+        loss = bpr + reg + extra
+        return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, **logs}
+
+    def extra_loss(self, model, element_ids, users, pos_items, neg_items, embeddings, scores, bpr):
+        return tf.constant(0.0), {}
+
+
+class BPR(Objective):
+    """Eq. 3: the batch BPR loss (+ L2)."""
+
+
+class APR(Objective):
+    """Eq. 6: BPR(Θ) + α · BPR(Θ + Δ_adv), Δ_adv = ρ · g/‖g‖ held constant.
+
+    Two forward/backward passes: the inner tape gives g, the gradient of the
+    clean BPR loss w.r.t. the batch embeddings; the outer one trains on both.
+    """
+
+    log_names = Objective.log_names + ("adversarial_loss",)
+
+    def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, name=None):
+        super().__init__(l2=l2, name=name)
+        self.eps = float(eps)
+        self.adv_weight = float(adv_weight)
+
+    def warmup(self) -> Objective:
+        return BPR(l2=self.l2)
+
+    def __call__(self, model, element_ids, users, pos_items, neg_items):
+        eu, ei, ej = model.embed(users, pos_items, neg_items)
+        with tf.GradientTape() as inner:
+            inner.watch([eu, ei, ej])
+            bpr = bpr_loss(dot(eu, ei), dot(eu, ej))
+        gu, gi, gj = inner.gradient(bpr, [eu, ei, ej])
+        du = adversarial_perturbation(gu, users, self.eps)
+        d_items = adversarial_perturbation(tf.concat([gi, gj], 0), tf.concat([pos_items, neg_items], 0),
+                                           self.eps)
+        di, dj = tf.split(d_items, 2, axis=0)
+        adv = bpr_loss(dot(eu + du, ei + di), dot(eu + du, ej + dj))
+        reg = self.l2 * l2_penalty([eu, ei, ej])
+        loss = bpr + reg + self.adv_weight * adv
+        return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, "adversarial_loss": adv}
+
+
+class SharpCF(Objective):
+    """Eq. 17: BPR + λ/|B| · ‖Ŷ_B(Θ_e) − Ŷ_B(Θ_{e−E})‖².
+
+    Every step reads each positive pair's score from E epochs ago out of the
+    `TrajectoryTable` and writes the current one in its place. The trajectory
+    term is on from epoch `warmup_epochs` (0-based) once the table is filled
+    (epoch >= E); before that the loss is BPR exactly, and so is λ = 0.
+    """
+
+    log_names = Objective.log_names + ("trajectory_loss",)
+
+    def __init__(self, table: TrajectoryTable, lam: float = 0.1, warmup_epochs: int = 0,
+                 l2: float = 0.0, name=None):
+        super().__init__(l2=l2, name=name)
+        self.table = table
+        self.lam = float(lam)
+        self.warmup_epochs = int(warmup_epochs)
+
+    def extra_loss(self, model, element_ids, users, pos_items, neg_items, embeddings, scores, bpr):
+        pos = scores[0]
+        epoch = model.epoch
+        # Read the slot before overwriting it (the write also re-reads the row).
+        old = self.table.lookup(element_ids, epoch)
+        with tf.control_dependencies([old]):
+            write = self.table.update(element_ids, pos, epoch)
+        active = tf.logical_and(epoch >= self.warmup_epochs, self.table.is_filled(epoch))
+        traj = trajectory_loss(pos, old)
+        with tf.control_dependencies([write]):
+            weighted = (self.lam * tf.cast(active, tf.float32)) * traj
+        return weighted, {"trajectory_loss": traj}
+
+
+def make_objective(train_config, num_train: int) -> Objective:
+    """Builds the objective named by `train_config.method` (chosen once, here)."""
+    t = train_config
+    if t.method == "bpr":
+        return BPR(l2=t.l2)
+    if t.method == "apr":
+        return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2)
+    if t.method == "sharpcf":
+        return SharpCF(TrajectoryTable(t.window, num_train), lam=t.lam,
+                       warmup_epochs=t.warmup_epochs, l2=t.l2)
+    raise ValueError(f"unknown method {t.method!r}")

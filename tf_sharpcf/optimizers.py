@@ -1,0 +1,90 @@
+"""Optimizers with row-wise (sparse) updates, applied without Keras' overhead.
+
+Embedding gradients are `tf.IndexedSlices`: only the batch's rows change.
+Measured on Gowalla (2 CPU cores, XLA in-graph epoch loop, batch 8192): a
+plain scatter update costs ~1.2 s per epoch, the same update through stock
+`tf.keras` `apply_gradients` ~4.9 s (gradient clipping/deduplication and the
+distribution merge call around it), and dense Adam (which decays every row's
+moments each step) far more. So:
+
+* `sgd`, `adagrad`: Keras' own sparse update rules, called directly.
+* `lazyadam` (default): Adam applied to the batch's rows only, as TF Addons'
+  LazyAdam did; rows absent from a batch keep their moments.
+* `adam`: stock dense Keras Adam, for comparison (slow on CPU).
+
+Under a non-default `tf.distribute` strategy the stock Keras path is used, so
+gradients are still aggregated across replicas.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.sparse import sum_repeated_rows
+
+
+class DirectApply:
+    """Mixin: `apply_gradients` that calls `update_step` per variable directly."""
+
+    def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
+        if tf.distribute.has_strategy():
+            return super().apply_gradients(grads_and_vars, name=name,
+                                           skip_gradients_aggregation=skip_gradients_aggregation, **kwargs)
+        grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not grads_and_vars:
+            return self.iterations
+        self._compute_current_learning_rate()
+        with tf.init_scope():
+            self.build([v for _, v in grads_and_vars])
+        for grad, var in grads_and_vars:
+            self.update_step(grad, var)
+        return self.iterations.assign_add(1)
+
+
+class SGD(DirectApply, tf.keras.optimizers.SGD):
+    """Plain SGD; sparse gradients update only their rows (θ_r ← θ_r − lr·g)."""
+
+
+class Adagrad(DirectApply, tf.keras.optimizers.Adagrad):
+    """Adagrad; sparse gradients update only their rows and accumulators."""
+
+
+class LazyAdam(DirectApply, tf.keras.optimizers.Adam):
+    """Adam with row-wise (lazy) updates for `tf.IndexedSlices` gradients.
+
+    For a gathered row r with summed gradient g:
+      m_r ← β₁ m_r + (1−β₁) g,  v_r ← β₂ v_r + (1−β₂) g²,
+      θ_r ← θ_r − lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m_r / (√v_r + ε).
+    Dense gradients follow stock Adam. A row that occurs several times in the
+    batch gets its summed gradient at every occurrence, so every duplicate
+    write stores the same value (deterministic, static shapes for XLA).
+    """
+
+    def update_step(self, gradient, variable):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable)
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        step = tf.cast(self.iterations + 1, variable.dtype)
+        alpha = lr * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, variable.dtype), step)) / (
+            1 - tf.pow(tf.cast(self.beta_1, variable.dtype), step))
+        key = self._var_key(variable)
+        m = self._momentums[self._index_dict[key]]
+        v = self._velocities[self._index_dict[key]]
+        rows = gradient.indices
+        g = sum_repeated_rows(gradient.values, rows)
+        m_rows = self.beta_1 * tf.gather(m, rows) + (1 - self.beta_1) * g
+        v_rows = self.beta_2 * tf.gather(v, rows) + (1 - self.beta_2) * tf.square(g)
+        new_rows = tf.gather(variable, rows) - alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_update(tf.IndexedSlices(new_rows, rows))
+
+
+def make_optimizer(name: str, lr: float) -> tf.keras.optimizers.Optimizer:
+    """lazyadam (default), adagrad, sgd: row-wise updates; adam: dense (slow on CPU)."""
+    # The whole train step is XLA-compiled already; per-variable XLA updates
+    # inside it would only add function calls.
+    kinds = {"lazyadam": LazyAdam, "adagrad": Adagrad, "sgd": SGD, "adam": tf.keras.optimizers.Adam}
+    if name not in kinds:
+        raise ConfigError(f"invalid --optimizer: unknown optimizer {name!r}")
+    return kinds[name](learning_rate=lr, jit_compile=False)

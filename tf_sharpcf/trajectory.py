@@ -1,0 +1,64 @@
+"""`TrajectoryTable`: the positive-pair scores SharpCF compares against.
+
+A non-trainable float32 variable on the model's device holding, for each of
+the N training interactions, its scores from the last E epochs. Slot
+`epoch mod E` is read and then overwritten in epoch `epoch`, so the value read
+for an element is its score from exactly E epochs earlier. Only storage lives
+here; the loss maths is in `objectives.py`.
+
+Layout: the variable is `[N, E]` (element-major), the transpose of the paper's
+`[E, N]` picture. One row gather then reads an element's whole window, and
+the read and write are a `ResourceGather` and a `ResourceScatterUpdate`, both
+of which XLA compiles (`ResourceGatherNd` has no XLA kernel). `by_epoch()`
+returns the `[E, N]` view.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+class TrajectoryTable(tf.Module):
+    """Scores of the N training interactions over the last E epochs.
+
+    Args:
+      window: E >= 1, how many epochs back the trajectory looks.
+      num_elements: N, rows of the canonical training table.
+    """
+
+    def __init__(self, window: int, num_elements: int, name: str = "trajectory"):
+        super().__init__(name=name)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.num_elements = int(num_elements)
+        with self.name_scope:
+            self.scores = tf.Variable(tf.zeros([self.num_elements, self.window], tf.float32),
+                                      trainable=False, name="scores")
+
+    def _slot_mask(self, epoch: tf.Tensor) -> tf.Tensor:
+        """[E] float32 one-hot of slot `epoch mod E`."""
+        slot = tf.math.floormod(tf.cast(epoch, tf.int64), self.window)
+        return tf.one_hot(slot, self.window, dtype=tf.float32)
+
+    def lookup(self, ids: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+        """[B] int element ids -> [B] float32 scores written in epoch `epoch - E`."""
+        rows = tf.gather(self.scores, ids)                      # [B, E]
+        return tf.reduce_sum(rows * self._slot_mask(epoch), axis=1)
+
+    def update(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
+        """Writes [B] float32 `scores` of `ids` into slot `epoch mod E`.
+
+        `ids` must be distinct (each element occurs once per epoch).
+        """
+        mask = self._slot_mask(epoch)
+        rows = tf.gather(self.scores, ids)
+        new = rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
+        return self.scores.scatter_update(tf.IndexedSlices(new, ids))
+
+    def is_filled(self, epoch: tf.Tensor) -> tf.Tensor:
+        """Scalar bool: every slot has been written once before epoch `epoch`."""
+        return tf.cast(epoch, tf.int64) >= self.window
+
+    def by_epoch(self) -> tf.Tensor:
+        """[E, N] float32: row s holds the scores last written in an epoch ≡ s (mod E)."""
+        return tf.transpose(self.scores)
