@@ -44,7 +44,8 @@ class TrainConfig:
     optimizer: str = "lazyadam"
     l2: float = 1e-4
     seed: int = 0
-    steps_per_execution: int = 0   # 0: a whole epoch per call into the graph
+    steps_per_execution: int = 0   # batches per call into the graph; 0: 128
+    jit_compile: bool = True       # XLA: ~4x faster epochs on CPU, ~5-15 s compile per run
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,9 +8,11 @@ table. Readers differ per format (LightGCN `train.txt`/`test.txt`, MovieLens
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -24,6 +26,7 @@ from tf_sharpcf.errors import DataError
 
 # Ids are stored as int32 and index embedding tables.
 MAX_ID = 2**31 - 2
+_MAX_ID_DIGITS = len(str(MAX_ID))
 LIGHTGCN_URL = "https://raw.githubusercontent.com/kuandeng/LightGCN/master/Data/{name}/{file}"
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 
@@ -82,28 +85,62 @@ class Interactions:
 # Readers
 
 
+# Line breaks are "\n", "\r\n" or "\r", as editors and `grep -n` count them.
+# str.splitlines also breaks at \v, \f, \x1c-\x1e, \x85, U+2028 and U+2029,
+# which would shift every reported line number after such a character.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Ids are separated by spaces or tabs only; any other character (a control
+# byte, a no-break space) stays inside a token and is reported as a bad id.
+_TOKEN_SEP = re.compile(r"[ \t]+")
+_OTHER_SPACE = re.compile(r"[^\S \t]")  # whitespace that str.split would also split at
+# MovieLens ratings ("4", "3.5") and Unix timestamps, in ASCII digits.
+_RATING = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_TIMESTAMP = re.compile(r"-?[0-9]+")
+
+
+def _line_number(text_before: str) -> int:
+    """1-based number of the line holding the character after `text_before`."""
+    return len(_LINE_BREAK.split(text_before))
+
+
+def _tokens(line: str) -> List[str]:
+    if _OTHER_SPACE.search(line) is None:  # the common case, at str.split's speed
+        return line.split()
+    return [t for t in _TOKEN_SEP.split(line) if t]
+
+
 def _read_text(path: Path) -> List[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark is skipped)."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise DataError(f"{path}: not a regular file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
+        line = _line_number(raw[: e.start].decode("utf-8"))
         raise DataError(f"{path}:{line}: not valid UTF-8 text (byte {e.start})") from None
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
+        line = _line_number(text[: text.index("\x00")])
         raise DataError(f"{path}:{line}: NUL byte in a text file")
-    return text.splitlines()
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":  # the break ending the last line does not start a new one
+        lines.pop()
+    return lines
 
 
 def _parse_id(token: str, path: Path, lineno: int, what: str) -> int:
     if not (token.isascii() and token.isdigit()):
         raise DataError(f"{path}:{lineno}: {what} id {token[:40]!r} is not a non-negative integer")
-    value = int(token)
+    # Measure long tokens before int(), which refuses strings of more than 4300 digits.
+    digits = (token.lstrip("0") or "0") if len(token) > _MAX_ID_DIGITS else token
+    value = int(digits) if len(digits) <= _MAX_ID_DIGITS else MAX_ID + 1
     if value > MAX_ID:
         raise DataError(f"{path}:{lineno}: {what} id {token[:40]} is too large (max {MAX_ID})")
     return value
@@ -122,7 +159,7 @@ def read_lightgcn_file(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, in
     first_line: Dict[int, int] = {}
     seen = set()
     for lineno, line in enumerate(_read_text(path), start=1):
-        tokens = line.split()
+        tokens = _tokens(line)
         if not tokens:
             continue
         user = _parse_id(tokens[0], path, lineno, "user")
@@ -145,7 +182,7 @@ def read_id_list(path: Path) -> np.ndarray:
     path = Path(path)
     mapping: Dict[int, str] = {}
     for lineno, line in enumerate(_read_text(path), start=1):
-        tokens = line.split()
+        tokens = _tokens(line)
         if not tokens or (lineno == 1 and tokens[-1] == "remap_id"):
             continue
         if len(tokens) != 2:
@@ -197,19 +234,18 @@ def read_ratings(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     users, items = [], []
     for lineno, line in enumerate(_read_text(path), start=1):
-        if not line.strip():
+        line = line.strip(" \t")
+        if not line:
             continue
-        parts = line.strip().split("::")
+        parts = line.split("::")
         if len(parts) != 4:
             raise DataError(f"{path}:{lineno}: expected 'UserID::MovieID::Rating::Timestamp', "
                             f"got {line[:60]!r}")
         users.append(_parse_id(parts[0], path, lineno, "user"))
         items.append(_parse_id(parts[1], path, lineno, "movie"))
-        try:
-            float(parts[2])
-            int(parts[3])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: rating or timestamp is not a number") from None
+        if not (_RATING.fullmatch(parts[2]) and _TIMESTAMP.fullmatch(parts[3])):
+            raise DataError(f"{path}:{lineno}: rating {parts[2][:20]!r} or timestamp {parts[3][:20]!r} "
+                            "is not a number")
     if not users:
         raise DataError(f"{path}: empty file (no ratings)")
     return np.asarray(users, np.int64), np.asarray(items, np.int64)

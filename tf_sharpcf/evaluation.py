@@ -59,7 +59,8 @@ class Evaluator:
         self._test = _pairs_by_user_batch(data.test_users, data.test_items, self.users, self.user_batch)
         self._test_items = data.test_items
         self._test_users = data.test_users
-        self._batch_fn = tf.function(self._batch_top_k, reduce_retracing=True)
+        matrix, pairs = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, 2], tf.int32)
+        self._batch_fn = tf.function(self._batch_top_k, input_signature=[matrix, matrix, pairs, pairs])
 
     def _batch_top_k(self, user_emb, item_emb, train_pairs, test_pairs):
         """[b, d] users, [I, d] items, [n, 2] masks -> ([b, K] item ids, [b, K] hits)."""

@@ -26,7 +26,7 @@ FLAGS = {
     "lam": ("train", "lam"), "eps": ("train", "eps"), "adv_weight": ("train", "adv_weight"),
     "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "optimizer": ("train", "optimizer"),
     "l2": ("train", "l2"), "seed": ("train", "seed"),
-    "steps_per_execution": ("train", "steps_per_execution"),
+    "steps_per_execution": ("train", "steps_per_execution"), "jit_compile": ("train", "jit_compile"),
     "eval_every": ("eval", "eval_every"), "ks": ("eval", "ks"), "eval_user_batch": ("eval", "user_batch"),
 }
 
@@ -57,12 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"(default {d.train.seed})")
     p.add_argument("--steps-per-execution", type=int,
                    help="batches per call into the compiled graph (0: 128)")
+    p.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
+                   help="run the train step without XLA (slower epochs, no compile time)")
     p.add_argument("--eval-every", type=int, help=f"evaluate every N epochs (default {d.eval.eval_every})")
     p.add_argument("--k", dest="ks", type=int, nargs="+", help=f"cut-offs K (default {list(d.eval.ks)})")
     p.add_argument("--eval-user-batch", type=int, help=f"users per scoring matmul (default {d.eval.user_batch})")
     p.add_argument("--output-dir", default="runs/latest", help="where the run's files go")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--export", choices=("brute-force", "scann"),
+                   help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
+    p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
+    p.add_argument("--export-base-dir", default="savedmodels", help="TF Serving model base folder")
     return p
 
 
@@ -102,9 +108,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = Path(args.output_dir)
         check_output_dir(out, args.overwrite)
         from tf_sharpcf import train  # TensorFlow is imported only once the flags are valid
+        if args.export:
+            from tf_sharpcf import export
+            export.check_settings(args.export, args.export_name)
         data = train.load_data(config)
         print(data.describe(), file=sys.stderr)
         metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 1)
+        if args.export:
+            path = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,
+                                     data=data)
+            print(f"exported {path}", file=sys.stderr)
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

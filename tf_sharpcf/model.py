@@ -81,8 +81,11 @@ class MatrixFactorization(tf.keras.Model):
         an epoch fast on CPU. Returns the running means of the objective's logs.
         """
         if data[0].shape.rank == 2:
-            for s in tf.range(tf.shape(data[0])[0]):
+            def body(s):
                 self.batch_step(tuple(t[s] for t in data))
+                return s + 1
+
+            tf.while_loop(lambda s: s < tf.shape(data[0])[0], body, [tf.constant(0)])
         else:
             self.batch_step(data)
         return {name: tracker.result() for name, tracker in self._trackers.items()}

@@ -85,7 +85,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
 
     for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
         model.set_objective(phase_objective)
-        model.compile(optimizer=optimizer, jit_compile=True)
+        model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
         model.fit(training_dataset(data, t.batch_size, t.seed, start, end, batches_per_chunk=k),
                   initial_epoch=start, epochs=end,
                   steps_per_epoch=chunks_per_epoch(data.num_train, t.batch_size, k),

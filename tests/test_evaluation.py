@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from tf_sharpcf.datasets import Interactions
+from tf_sharpcf.evaluation import Evaluator, degree_groups, recall_by_group
+
+
+def _random_split(rng, users=13, items=17, per_user=6):
+    tr_u, tr_i, te_u, te_i = [], [], [], []
+    for u in range(users):
+        chosen = rng.choice(items, size=per_user, replace=False)
+        n_test = rng.integers(0, 3)  # some users have no test items
+        tr_u += [u] * (per_user - n_test); tr_i += chosen[n_test:].tolist()
+        te_u += [u] * n_test; te_i += chosen[:n_test].tolist()
+    a = lambda x: np.asarray(x, np.int32)
+    return Interactions("rand", users, items, a(tr_u), a(tr_i), a(te_u), a(te_i))
+
+
+def _reference(data, U, I, k):
+    """A plain per-user numpy loop."""
+    recalls, ndcgs = [], []
+    for u in range(data.num_users):
+        test = set(data.test_items[data.test_users == u].tolist())
+        if not test:
+            continue
+        scores = U[u] @ I.T
+        scores[data.train_items[data.train_users == u]] = -np.inf
+        ranked = np.argsort(-scores, kind="stable")[:k]
+        hits = [1.0 if i in test else 0.0 for i in ranked]
+        recalls.append(sum(hits) / len(test))
+        dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+        idcg = sum(1 / np.log2(r + 2) for r in range(min(len(test), k)))
+        ndcgs.append(dcg / idcg)
+    return np.mean(recalls), np.mean(ndcgs)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_evaluator_matches_a_per_user_numpy_loop(seed):
+    rng = np.random.default_rng(seed)
+    data = _random_split(rng)
+    U = rng.normal(size=(data.num_users, 4)).astype(np.float32)
+    I = rng.normal(size=(data.num_items, 4)).astype(np.float32)
+    got = Evaluator(data, ks=(3, 5), user_batch=4).evaluate(U, I)
+    for k in (3, 5):
+        recall, ndcg = _reference(data, U, I, k)
+        assert got[f"recall@{k}"] == pytest.approx(recall, abs=1e-6)
+        assert got[f"ndcg@{k}"] == pytest.approx(ndcg, abs=1e-6)
+
+
+def _one_user(train, test, scores):
+    a = lambda x: np.asarray(x, np.int32)
+    data = Interactions("one", 1, len(scores), a([0] * len(train)), a(train), a([0] * len(test)), a(test))
+    return Evaluator(data, ks=(1, 2)).evaluate(np.ones((1, 1), np.float32),
+                                               np.asarray(scores, np.float32)[:, None])
+
+
+def test_recall_ignores_training_items():
+    # item 0 scores highest but is a training item: the top-1 is item 1, a test item
+    got = _one_user(train=[0], test=[1], scores=[9, 5, 1])
+    assert got["recall@1"] == 1.0 and got["ndcg@1"] == 1.0
+
+
+def test_recall_divides_by_the_number_of_test_items():
+    # test items 1 and 2; top-1 is item 1: recall@1 = 1/2, ndcg@1 = 1/1
+    got = _one_user(train=[], test=[1, 2], scores=[0, 5, 1])
+    assert got["recall@1"] == 0.5 and got["ndcg@1"] == 1.0
+
+
+def test_ndcg_discounts_a_hit_at_rank_two():
+    # ranks: item 0 (miss), item 1 (hit): dcg = 1/log2(3), idcg = 1
+    got = _one_user(train=[], test=[1], scores=[5, 4, 0])
+    assert got["ndcg@2"] == pytest.approx(1 / np.log2(3))
+    assert got["recall@2"] == 1.0
+
+
+def test_degree_groups_match_a_hand_count():
+    degree = np.array([0, 99, 100, 150, 199, 200, 299, 300, 1000])
+    assert degree_groups(degree).tolist() == [0, 0, 1, 1, 1, 2, 2, -1, -1]
+
+
+def test_recall_by_group_counts_hits_per_group():
+    # user 0: tests {1 (g0), 2 (g1)}, top-2 = [1, 3] -> g0 recall 1, g1 recall 0
+    # user 1: tests {3 (g1)},        top-2 = [3, 0] -> g1 recall 1
+    top = np.array([[1, 3], [3, 0]])
+    groups = np.array([0, 0, 1, 1])
+    got = recall_by_group(top, np.array([0, 1]), np.array([0, 0, 1]), np.array([1, 2, 3]), groups)
+    assert got == {0: (1.0, 1), 1: (0.5, 2)}

@@ -1,0 +1,131 @@
+"""`python -m tf_sharpcf.fit` end to end, and its answers to bad input."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import shared_dataset, write_lightgcn
+from tf_sharpcf.fit import main
+
+FAST = ["--dim", "8", "--batch-size", "64", "--no-jit", "--quiet"]
+
+
+def test_fit_writes_every_output_file(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    code = main(["--dataset", str(tiny_folder), "--method", "sharpcf", "--epochs", "3",
+                 "--warmup-epochs", "1", "--window", "1", "--eval-every", "2", "--output-dir", str(out), *FAST])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["method"] == "sharpcf" and config["train"]["window"] == 1
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["recall@20"] == "" and rows[1]["recall@20"] != "" and rows[2]["recall@20"] != ""
+    assert float(rows[2]["trajectory_loss"]) >= 0 and float(rows[2]["seconds"]) > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for block in ("best", "final"):
+        assert set(metrics[block]) >= {"epoch", "recall@10", "ndcg@10", "recall@20", "ndcg@20"}
+    assert metrics["final"]["epoch"] == 3 and metrics["method"] == "sharpcf"
+    assert metrics["seconds_per_epoch"] > 0 and metrics["eval_seconds"] > 0
+    assert any((out / "tensorboard").iterdir())
+    assert (out / "checkpoints" / "best" / "ckpt.index").exists()
+    best = json.loads((out / "checkpoints" / "best" / "epoch.json").read_text())
+    assert best["epoch"] == metrics["best"]["epoch"]
+    assert np.load(out / "user_embeddings.npy").shape == (30, 8)
+    assert np.load(out / "item_embeddings.npy").shape == (40, 8)
+
+
+def test_fit_refuses_to_overwrite_a_finished_run(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--dataset", str(tiny_folder), "--method", "bpr", "--epochs", "1", "--output-dir", str(out), *FAST]
+    assert main(args) == 0
+    before = (out / "metrics.json").read_text()
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_fit_reads_a_config_file_and_flags_override_it(tiny_folder, tmp_path):
+    cfg = tmp_path / "best.json"
+    cfg.write_text(json.dumps({"train": {"method": "apr", "eps": 0.25, "epochs": 1}}))
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--dataset", str(tiny_folder), "--eps", "0.3",
+                 "--warmup-epochs", "0", "--output-dir", str(out), *FAST]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["method"] == "apr" and config["train"]["eps"] == 0.3
+
+
+def test_fit_on_shared_ml1m_for_one_epoch(tmp_path):
+    folder = shared_dataset("ml-1m")
+    out = tmp_path / "ml1m"
+    assert main(["--dataset", "ml-1m", "--data-dir", str(folder.parent), "--method", "bpr", "--epochs", "2",
+                 "--lr", "0.005", "--output-dir", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_train"] == 800_193
+    # two epochs of BPR are far above random ranking (recall@20 about 0.006 here)
+    assert metrics["final"]["recall@20"] > 0.05
+
+
+BAD_FILES = [
+    ("0 1 2\n1 x 3\n", "0 4\n1 5\n", "train.txt:2:"),            # non-integer id
+    ("0 1 2\n1 -3 3\n", "0 4\n1 5\n", "train.txt:2:"),           # negative id
+    ("", "0 4\n", "train.txt: empty"),                            # empty file
+    ("0 1 2\n1 2 3\n", "0 4\n7 5\n", "test.txt:2: test user 7"),  # test user unknown to train
+    ("0 1 2\n1 2 \xff3\n", "0 4\n", "train.txt:2:"),             # malformed line (stray character)
+]
+
+
+@pytest.mark.parametrize("train,test,message", BAD_FILES)
+def test_bad_files_give_a_clear_error_and_write_nothing(tmp_path, capsys, train, test, message):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "train.txt").write_text(train)
+    (folder / "test.txt").write_text(test)
+    out = tmp_path / "run"
+    assert main(["--dataset", str(folder), "--epochs", "1", "--output-dir", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not out.exists()
+
+
+BAD_FLAGS = [
+    (["--window", "0"], "--window"), (["--lambda", "-1"], "--lambda"), (["--eps", "-0.1"], "--eps"),
+    (["--batch-size", "0"], "--batch-size"), (["--dim", "0"], "--dim"), (["--lr", "nan"], "--lr"),
+    (["--dataset", "no-such-dataset"], "unknown dataset 'no-such-dataset'"),
+    (["--k", "0"], "--k"), (["--eval-every", "0"], "--eval-every"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_FLAGS)
+def test_invalid_settings_give_a_clear_error_and_write_nothing(tiny_folder, tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    args = ["--dataset", str(tiny_folder), "--epochs", "1", "--output-dir", str(out), *FAST]
+    assert main(args + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not out.exists()
+
+
+def test_missing_named_dataset_says_which_files_to_put_where(tmp_path, capsys, monkeypatch):
+    import tf_sharpcf.datasets as ds
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(ds.urllib.request, "urlopen", offline)
+    assert main(["--dataset", "gowalla", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                 "--output-dir", str(tmp_path / "run"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "train.txt" in err and str(tmp_path / "data" / "gowalla") in err
+    assert not (tmp_path / "data" / "gowalla" / "train.txt").exists()
+
+
+def test_download_checks_the_checksum_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch):
+    import io
+    import tf_sharpcf.datasets as ds
+    from tf_sharpcf.errors import DataError
+    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"0 1 2\n"))
+    remote = ds.RemoteFile("train.txt", "https://example.invalid/train.txt", ("sha256", "0" * 64))
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        ds.download(remote, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,93 @@
+"""Behaviour of the model and objectives when trained (tiny data, a few seconds each)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import checkerboard, write_lightgcn
+from tf_sharpcf.config import Config
+from tf_sharpcf.datasets import load_lightgcn
+from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.model import MatrixFactorization
+from tf_sharpcf.objectives import APR, BPR, SharpCF
+from tf_sharpcf.optimizers import make_optimizer
+from tf_sharpcf.callbacks import EpochCounter
+from tf_sharpcf.train import train_and_evaluate
+from tf_sharpcf.trajectory import TrajectoryTable
+
+
+def _fit(data, objective, epochs, lr=0.01, optimizer="lazyadam", seed=0, batch=16, chunk=4, jit=False):
+    tf.keras.utils.set_random_seed(seed)
+    model = MatrixFactorization(data.num_users, data.num_items, dim=8, seed=seed, objective=objective)
+    model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=jit)
+    history = model.fit(training_dataset(data, batch, seed, 0, epochs, batches_per_chunk=chunk),
+                        epochs=epochs, steps_per_epoch=chunks_per_epoch(data.num_train, batch, chunk),
+                        callbacks=[EpochCounter()], verbose=0)
+    return model, history.history
+
+
+def test_sharpcf_with_lambda_zero_trains_exactly_like_bpr(tiny_folder):
+    data = load_lightgcn(tiny_folder)
+    bpr, _ = _fit(data, BPR(l2=1e-3), epochs=4)
+    sharp, _ = _fit(data, SharpCF(TrajectoryTable(2, data.num_train), lam=0.0, l2=1e-3), epochs=4)
+    np.testing.assert_array_equal(bpr.user_embedding.numpy(), sharp.user_embedding.numpy())
+    np.testing.assert_array_equal(bpr.item_embedding.numpy(), sharp.item_embedding.numpy())
+
+
+def test_same_seed_gives_the_same_training(tiny_folder):
+    data = load_lightgcn(tiny_folder)
+    a, ha = _fit(data, SharpCF(TrajectoryTable(2, data.num_train), lam=0.5), epochs=4)
+    b, hb = _fit(data, SharpCF(TrajectoryTable(2, data.num_train), lam=0.5), epochs=4)
+    np.testing.assert_array_equal(a.item_embedding.numpy(), b.item_embedding.numpy())
+    assert ha["loss"] == hb["loss"]
+
+
+def test_trajectory_table_holds_every_elements_score(tiny_folder):
+    # With lr = 0 the scores never change, so after E epochs every slot of every
+    # element must hold exactly that element's score: ids line up across epochs.
+    data = load_lightgcn(tiny_folder)
+    table = TrajectoryTable(2, data.num_train)
+    model, hist = _fit(data, SharpCF(table, lam=1.0), epochs=3, lr=1e-30, optimizer="sgd")
+    expected = model.score(data.train_users, data.train_items).numpy()
+    np.testing.assert_allclose(table.by_epoch().numpy(), np.stack([expected, expected]), rtol=1e-5, atol=1e-7)
+    # epochs 0-1: trajectory off (table not filled); epoch 2: on, and 0 since nothing moved
+    assert hist["trajectory_loss"][2] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_trajectory_term_is_off_during_warmup(tiny_folder):
+    data = load_lightgcn(tiny_folder)
+    plain, h1 = _fit(data, BPR(), epochs=4)
+    warm, h2 = _fit(data, SharpCF(TrajectoryTable(1, data.num_train), lam=10.0, warmup_epochs=4), epochs=4)
+    np.testing.assert_array_equal(plain.item_embedding.numpy(), warm.item_embedding.numpy())
+    assert h2["trajectory_loss"][-1] > 0  # measured but not applied
+
+
+def test_apr_with_zero_weight_trains_like_bpr(tiny_folder):
+    data = load_lightgcn(tiny_folder)
+    bpr, _ = _fit(data, BPR(l2=1e-3), epochs=3)
+    apr, hist = _fit(data, APR(eps=0.5, adv_weight=0.0, l2=1e-3), epochs=3)
+    np.testing.assert_allclose(bpr.item_embedding.numpy(), apr.item_embedding.numpy(), atol=1e-6)
+    assert hist["adversarial_loss"][-1] > hist["bpr_loss"][-1]  # the perturbation raises the loss
+
+
+@pytest.mark.parametrize("method", ["bpr", "apr", "sharpcf"])
+def test_xla_chunked_training_matches_the_plain_graph(tiny_folder, method):
+    data = load_lightgcn(tiny_folder)
+    make = {"bpr": lambda: BPR(l2=1e-3), "apr": lambda: APR(l2=1e-3),
+            "sharpcf": lambda: SharpCF(TrajectoryTable(1, data.num_train), lam=0.5, l2=1e-3)}[method]
+    plain, h1 = _fit(data, make(), epochs=2, jit=False, chunk=3)
+    xla, h2 = _fit(data, make(), epochs=2, jit=True, chunk=3)
+    np.testing.assert_allclose(plain.item_embedding.numpy(), xla.item_embedding.numpy(), atol=1e-5)
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bpr", "apr", "sharpcf"])
+def test_checkerboard_withheld_item_ranks_first(tmp_path, method):
+    train, test = checkerboard(16)
+    folder = write_lightgcn(tmp_path / "board", train, test)
+    config = Config().replace(
+        data={"dataset": str(folder)}, model={"dim": 8},
+        train={"method": method, "epochs": 40, "warmup_epochs": 10, "window": 2, "lam": 0.1,
+               "batch_size": 16, "lr": 0.05, "l2": 1e-3, "jit_compile": False},
+        eval={"ks": (1, 2), "eval_every": 40})
+    metrics = train_and_evaluate(config, tmp_path / "run", verbose=0)
+    assert metrics["final"]["recall@1"] == 1.0
