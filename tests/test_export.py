@@ -41,9 +41,8 @@ subprocess_test = pytest.mark.subprocess
 
 def write_dataset(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    lines = lambda table: "".join(" ".join(map(str, [u, *items])) + "\n" for u, items in table.items())
-    (folder / "train.txt").write_text(lines(TRAIN))
-    (folder / "test.txt").write_text(lines(TEST))
+    for name, table in (("train.txt", TRAIN), ("test.txt", TEST)):
+        (folder / name).write_text("".join(" ".join(map(str, [u, *items])) + "\n" for u, items in table.items()))
     (folder / "user_list.txt").write_text(
         "org_id remap_id\n" + "".join(f"{u} {i}\n" for i, u in enumerate(USER_IDS)))
     (folder / "item_list.txt").write_text(
@@ -80,7 +79,7 @@ def reference_top_k(users: np.ndarray, items: np.ndarray, k: int, exclude_seen: 
 LOADER = """
 import json, sys
 import tensorflow as tf
-out = {{"modules": sorted(m for m in ("tf_sharpcf", "tensorflow_recommenders", "scann") if m in sys.modules)}}
+out = {{}}
 for path, needs_scann in {models!r}:
     if needs_scann:
         import scann  # registers the Scann ops
@@ -96,6 +95,7 @@ for path, needs_scann in {models!r}:
                               "known_user": got["known_user"].numpy().tolist(),
                               "shapes": {{n: t.shape.as_list() for n, t in got.items()}}}}
     out[path] = result
+out["modules"] = sorted(m for m in ("tf_sharpcf", "tensorflow_recommenders") if m in sys.modules)
 print(json.dumps(out))
 """
 
@@ -215,6 +215,27 @@ def test_reloaded_scann_agrees_with_brute_force(exported):
     assert scann_got["query"]["item_ids"] == bf_got["query"]["item_ids"]
     np.testing.assert_allclose(scann_got["query"]["scores"], bf_got["query"]["scores"], rtol=1e-4, atol=1e-4)
     assert scann_got["empty"]["shapes"] == bf_got["empty"]["shapes"]
+
+
+@pytest.mark.skipif(not HAVE_SCANN, reason="scann is not installed")
+def test_scann_short_results_leave_empty_slots_never_seen_or_repeated_items(tmp_path):
+    import tensorflow as tf
+    from tf_sharpcf.datasets import load_dataset
+
+    data = load_dataset(str(write_dataset(tmp_path / "data")))
+    users, items = write_run(tmp_path / "run", tmp_path / "data")
+    # 1 leaf of 8 searched: a leaf holds ~5 of the 40 items, so ScaNN pads its answer (NaN scores).
+    narrow = export.ScannSettings(num_leaves=8, num_leaves_to_search=1)
+    retriever = export.build_retriever(data, users, items, "scann", k=K, scann=narrow)
+    got = retriever.serve(tf.constant(USER_IDS))
+    ids = got["item_ids"].numpy().astype(str)
+    scores = got["scores"].numpy()
+    assert ids.shape == (len(USER_IDS), K) and not np.isnan(scores).any()
+    for u, row in enumerate(ids):
+        filled = [x for x in row if x]
+        assert len(set(filled)) == len(filled) and not set(filled) & {ITEM_IDS[i] for i in TRAIN[u]}
+        assert list(row) == filled + [""] * (K - len(filled))
+        assert (scores[u, len(filled):] == export.EMPTY_SCORE).all()
 
 
 # ---------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def _parse_id(token: str, path: Path, lineno: int, what: str) -> int:
 
 
 def read_lightgcn_file(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, int]]:
-    """Reads `user item item ...` lines.
+    """Reads `user item item ...` lines (ids separated by spaces or tabs).
 
     Returns [n] int32 users, [n] int32 items (file order; a repeated (user,
     item) pair keeps its first occurrence) and {user: first line number}.

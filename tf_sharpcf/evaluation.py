@@ -59,6 +59,7 @@ class Evaluator:
         self._test = _pairs_by_user_batch(data.test_users, data.test_items, self.users, self.user_batch)
         self._test_items = data.test_items
         self._test_users = data.test_users
+        self._top_k_fn = tf.function(self._top_k, jit_compile=True)
         matrix, pairs = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, 2], tf.int32)
         self._batch_fn = tf.function(self._batch_top_k, input_signature=[matrix, matrix, pairs, pairs])
 
@@ -67,10 +68,16 @@ class Evaluator:
         scores = tf.matmul(user_emb, item_emb, transpose_b=True)                 # [b, I]
         scores = tf.tensor_scatter_nd_update(
             scores, train_pairs, tf.fill(tf.shape(train_pairs)[:1], -np.inf))
-        top = tf.math.top_k(scores, k=self.k_max, sorted=True).indices        # [b, K]
+        top = self._top_k_fn(scores)                                             # [b, K]
         is_test = tf.scatter_nd(test_pairs, tf.ones(tf.shape(test_pairs)[:1], tf.bool), tf.shape(scores))
         hits = tf.gather(is_test, top, batch_dims=1)
         return top, hits
+
+    def _top_k(self, scores):
+        """[b, I] -> [b, K] indices; XLA's CPU top-k measured ~2x faster than TF's.
+
+        Compiled per distinct b (at most two: full and last user batch)."""
+        return tf.math.top_k(scores, k=self.k_max, sorted=True).indices
 
     def top_k(self, user_embeddings, item_embeddings) -> Tuple[np.ndarray, np.ndarray]:
         """-> ([U_eval, K_max] int32 ranked item ids, [U_eval, K_max] bool hits)."""
