@@ -29,7 +29,7 @@ def test_fit_writes_every_output_file(tiny_folder, tmp_path):
     assert metrics["seconds_per_epoch"] > 0 and metrics["eval_seconds"] > 0
     assert any((out / "tensorboard").iterdir())
     assert (out / "checkpoints" / "best" / "ckpt.index").exists()
-    best = json.loads((out / "checkpoints" / "best" / "epoch.json").read_text())
+    best = json.loads((out / "checkpoints" / "best" / "meta.json").read_text())
     assert best["epoch"] == metrics["best"]["epoch"]
     assert np.load(out / "user_embeddings.npy").shape == (30, 8)
     assert np.load(out / "item_embeddings.npy").shape == (40, 8)

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_sharpcf import checkpointing
 from tf_sharpcf.evaluation import Evaluator
 
 
@@ -121,17 +121,6 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
             return
         self.best = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()
                                             if k.startswith(("recall@", "ndcg@"))}}
-        ckpt_dir = self.workdir / "checkpoints"
-        tmp = ckpt_dir / ".best.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tf.train.Checkpoint(model=self.model).write(str(tmp / "ckpt"))
-        atomic_write_text(tmp / "epoch.json", json.dumps(self.best, indent=2))
-        old = ckpt_dir / ".best.old"
-        if (ckpt_dir / "best").exists():
-            os.replace(ckpt_dir / "best", old)
-        os.replace(tmp, ckpt_dir / "best")
-        if old.exists():
-            shutil.rmtree(old)
+        checkpointing.write(self.workdir / "checkpoints" / "best", self.model, meta=self.best)
         atomic_save_npy(self.workdir / "user_embeddings.npy", self.model.user_embedding.numpy())
         atomic_save_npy(self.workdir / "item_embeddings.npy", self.model.item_embedding.numpy())

@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from tf_sharpcf import checkpointing
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
                                   atomic_write_text)
 from tf_sharpcf.config import Config
@@ -61,10 +62,14 @@ def phases(objective, warmup_epochs: int, epochs: int):
 
 
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
-                       verbose: int = 1) -> Dict:
+                       verbose: int = 1, init_checkpoint: Optional[Path] = None,
+                       start_epoch: int = 0) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
 
-    Returns the contents of metrics.json.
+    With `init_checkpoint` (a folder written by `checkpointing.write`), the
+    model and optimizer state are restored from it first and training starts
+    at `start_epoch` (0-based), e.g. after a shared warm-up. Returns the
+    contents of metrics.json.
     """
     config.validate()
     data = data if data is not None else load_data(config)
@@ -75,6 +80,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     t, e = config.train, config.eval
     tf.keras.utils.set_random_seed(t.seed)
     model, objective, optimizer = build_model(config, data)
+    if init_checkpoint is not None:
+        checkpointing.restore(init_checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
     history = History(workdir / "history.csv", [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
@@ -84,6 +91,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     callbacks = [EpochCounter(), EpochTimer(), Evaluate(evaluator, e.eval_every, t.epochs), history, best]
 
     for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
+        start = max(start, start_epoch)
+        if start >= end:
+            continue
         model.set_objective(phase_objective)
         model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
         model.fit(training_dataset(data, t.batch_size, t.seed, start, end, batches_per_chunk=k),
