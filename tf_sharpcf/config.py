@@ -40,9 +40,9 @@ class TrainConfig:
     eps: float = 0.5               # rho of Eq. 5
     adv_weight: float = 1.0        # alpha of Eq. 6
     batch_size: int = 8192
-    lr: float = 1e-3
+    lr: float = 5e-3               # ml-1m, 30 BPR epochs: best of {1e-3, 2e-3, 5e-3, 2e-2}
     optimizer: str = "lazyadam"
-    l2: float = 1e-4
+    l2: float = 1e-2               # ml-1m: 1e-2 > 3e-3 > 1e-3 > 1e-4 (Recall@20 at epoch 30)
     seed: int = 0
     steps_per_execution: int = 0   # batches per call into the graph; 0: 128
     jit_compile: bool = True       # XLA: ~4x faster epochs on CPU, ~5-15 s compile per run

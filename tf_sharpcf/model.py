@@ -78,28 +78,39 @@ class MatrixFactorization(tf.keras.Model):
         `input_pipeline.training_dataset(batches_per_chunk=k)`), trained one
         batch after another in an in-graph loop. Under XLA the loop keeps the
         embedding tables in place across the chunk's steps, which is what makes
-        an epoch fast on CPU. Returns the running means of the objective's logs.
+        an epoch fast on CPU. Returns the running (per-batch) means of the
+        objective's logs.
         """
+        names = tuple(self._trackers)
         if data[0].shape.rank == 2:
-            def body(s):
-                self.batch_step(tuple(t[s] for t in data))
-                return s + 1
+            steps = tf.shape(data[0])[0]
 
-            tf.while_loop(lambda s: s < tf.shape(data[0])[0], body, [tf.constant(0)])
+            def body(s, sums):
+                logs = self.batch_step(tuple(t[s] for t in data))
+                return s + 1, tuple(a + logs[n] for a, n in zip(sums, names))
+
+            # The logs are summed in the loop and the trackers updated once per
+            # chunk: a tracker update per batch costs ~0.5 s per Gowalla epoch.
+            _, sums = tf.while_loop(lambda s, _: s < steps, body,
+                                    (tf.constant(0), tuple(tf.constant(0.0) for _ in names)))
+            count = tf.cast(steps, tf.float32)
+            for name, total in zip(names, sums):
+                self._trackers[name].update_state(total / count, sample_weight=count)
         else:
-            self.batch_step(data)
+            logs = self.batch_step(data)
+            for name in names:
+                self._trackers[name].update_state(logs[name])
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
-    def batch_step(self, batch) -> None:
-        """Ask the objective for (loss, logs), apply the gradients, record the logs."""
+    def batch_step(self, batch):
+        """Ask the objective for (loss, logs) and apply the gradients; -> logs."""
         element_ids, users, pos_items, neg_items = batch
         with tf.GradientTape() as tape:
             loss, logs = self._objective(self, element_ids, users, pos_items, neg_items)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        for name, tracker in self._trackers.items():
-            tracker.update_state(logs[name])
+        return logs
 
     def get_config(self):
         return {"num_users": self.num_users, "num_items": self.num_items, "dim": self.dim}

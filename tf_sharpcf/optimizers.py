@@ -42,7 +42,19 @@ class DirectApply:
 
 
 class SGD(DirectApply, tf.keras.optimizers.SGD):
-    """Plain SGD; sparse gradients update only their rows (θ_r ← θ_r − lr·g)."""
+    """Plain SGD without momentum: θ_r ← θ_r − lr·g, only the batch's rows.
+
+    tf-keras' SGD keeps a momentum slot even at momentum 0 and updates it and
+    the variable densely (`m.assign(m * momentum)`, `variable.assign_add(m)`)
+    for sparse gradients too: a full pass over both tables every step.
+    """
+
+    def update_step(self, gradient, variable):
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        if isinstance(gradient, tf.IndexedSlices):
+            variable.scatter_sub(tf.IndexedSlices(lr * gradient.values, gradient.indices))
+        else:
+            variable.assign_sub(lr * gradient)
 
 
 class Adagrad(DirectApply, tf.keras.optimizers.Adagrad):
