@@ -1,21 +1,23 @@
-"""Per-epoch hooks around `fit`: the epoch counter, timing, evaluation, the
-history file and TensorBoard scalars, and the best-epoch checkpoint."""
+"""Per-epoch hooks around `fit`: the epoch counter, timing, the non-finite
+loss check, evaluation, the history file and TensorBoard scalars, the
+best-epoch checkpoint and the training checkpoint to resume from."""
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-import os
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from tf_sharpcf import checkpointing
+from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
+from tf_sharpcf.run_dir import atomic_save_npy, atomic_write, atomic_write_text  # noqa: F401
 
 
 class EpochCounter(tf.keras.callbacks.Callback):
@@ -25,7 +27,7 @@ class EpochCounter(tf.keras.callbacks.Callback):
         self.model.epoch.assign(epoch)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(TrainingError):
     pass
 
 
@@ -37,9 +39,41 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["seconds"] = time.perf_counter() - self._start
-        loss = logs.get("loss")
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Raises `NonFiniteLoss` naming the epoch and batches as soon as the
+    running loss of an epoch is NaN or infinite.
+
+    `fit` calls the train function once per chunk of `batches_per_chunk`
+    batches; the running mean stays non-finite once a batch was, so the first
+    chunk whose logs are non-finite holds the first bad batch. Reading the
+    loss costs one scalar copy per chunk. The epoch's callbacks after this
+    one (history, checkpoints) do not run, so the last checkpoint stays good.
+    """
+
+    _supports_tf_logs = True     # no conversion of the other callbacks' batch logs
+
+    def __init__(self, batches_per_chunk: int, batches_per_epoch: int):
+        super().__init__()
+        self.k, self.batches = batches_per_chunk, batches_per_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, self._epoch, f"batches {batch * self.k + 1}-"
+                                       f"{min((batch + 1) * self.k, self.batches)} of {self.batches}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, epoch, "")
+
+    @staticmethod
+    def _check(logs, epoch, where):
+        loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLoss(f"non-finite loss ({loss}) in epoch {epoch + 1}")
+            at = f" ({where})" if where else ""
+            raise NonFiniteLoss(f"training stopped: non-finite loss ({float(loss)}) in epoch {epoch + 1}{at}")
 
 
 class Evaluate(tf.keras.callbacks.Callback):
@@ -54,27 +88,25 @@ class Evaluate(tf.keras.callbacks.Callback):
             logs.update(self.evaluator.evaluate(self.model.user_embedding, self.model.item_embedding))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 class History(tf.keras.callbacks.Callback):
     """Writes `history.csv` (one row per epoch, fixed columns), TensorBoard
-    scalars, and a one-line summary per epoch."""
+    scalars, and a one-line summary per epoch.
+
+    A resumed run passes the checkpointed `rows` and `resume=True`:
+    history.csv is rewritten from them at once (dropping rows of epochs
+    trained after the checkpoint), and TensorBoard is told to drop its points
+    from the first epoch to be trained again onwards (see `purge_tensorboard`).
+    """
 
     def __init__(self, path: Path, columns: Sequence[str], tensorboard_dir: Optional[Path] = None,
-                 rows: Optional[List[Dict]] = None, verbose: int = 1):
+                 rows: Optional[List[Dict]] = None, verbose: int = 1, resume: bool = False):
         super().__init__()
         self.path, self.columns, self.verbose = path, ["epoch", *columns], verbose
         self.rows: List[Dict] = list(rows or [])
+        if resume:
+            self.flush()
+            if tensorboard_dir:
+                purge_tensorboard(Path(tensorboard_dir), self.rows[-1]["epoch"] + 1 if self.rows else 1)
         self.writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir else None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -96,13 +128,38 @@ class History(tf.keras.callbacks.Callback):
             print(" | ".join(parts), file=sys.stderr, flush=True)
 
     def flush(self):
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns, restval="")
-            w.writeheader()
-            for row in self.rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        os.replace(tmp, self.path)
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=self.columns, restval="", lineterminator="\n")
+        w.writeheader()
+        for row in self.rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write_text(self.path, out.getvalue())
+
+
+def purge_tensorboard(folder: Path, step: int) -> None:
+    """Makes TensorBoard drop the run's points at steps >= `step`.
+
+    TensorBoard discards every point at or after the step of a
+    `SessionLog.START` event when it meets one (its way of handling restarts
+    from a checkpoint). The event goes into its own file, named to sort after
+    the existing event files and before the writer's next one: TensorBoard
+    reads a folder's event files in name order, and names begin with the
+    creation time in seconds, so this waits for the next second.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    now = int(time.time())
+    name = f"events.out.tfevents.{now:010d}.{socket.gethostname()}.~restart-{step}"
+    events = [tf.compat.v1.Event(wall_time=time.time(), file_version="brain.Event:2"),
+              tf.compat.v1.Event(wall_time=time.time(), step=step,
+                                 session_log=tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START))]
+
+    def write(tmp):
+        with tf.io.TFRecordWriter(str(tmp)) as f:
+            for event in events:
+                f.write(event.SerializeToString())
+    atomic_write(folder / name, write)
+    while int(time.time()) <= now:
+        time.sleep(0.05)
 
 
 class BestCheckpoint(tf.keras.callbacks.Callback):
@@ -124,3 +181,24 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
         checkpointing.write(self.workdir / "checkpoints" / "best", self.model, meta=self.best)
         atomic_save_npy(self.workdir / "user_embeddings.npy", self.model.user_embedding.numpy())
         atomic_save_npy(self.workdir / "item_embeddings.npy", self.model.item_embedding.numpy())
+
+
+class LastCheckpoint(tf.keras.callbacks.Callback):
+    """The training checkpoint to resume from: every `every` epochs (counted
+    from epoch 0) and after epoch `last_epoch`, `folder` gets the model, the
+    optimizer, and meta.json {epoch: epochs completed, history: rows, best}.
+
+    Runs after `History` and `BestCheckpoint`, so the meta includes this
+    epoch's row and best.
+    """
+
+    def __init__(self, folder: Path, every: int, last_epoch: int, history: History, best: BestCheckpoint):
+        super().__init__()
+        self.folder, self.every, self.last_epoch = Path(folder), every, last_epoch
+        self.history, self.best = history, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done == self.last_epoch or (self.every and done % self.every == 0):
+            checkpointing.write(self.folder, self.model, self.model.optimizer,
+                                meta={"epoch": done, "history": self.history.rows, "best": self.best.best})

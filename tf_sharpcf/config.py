@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     steps_per_execution: int = 0   # batches per call into the graph; 0: 128
     jit_compile: bool = True       # XLA: ~4x faster epochs on CPU, ~5-15 s compile per run
+    checkpoint_every: int = 1      # checkpoints/last/ every N epochs (and after the last); 0: only after the last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Config:
         _check(_is_int(t.seed) and t.seed >= 0, "seed", f"must be an integer >= 0, got {t.seed!r}")
         _check(_is_int(t.steps_per_execution) and t.steps_per_execution >= 0, "steps-per-execution",
                f"must be an integer >= 0, got {t.steps_per_execution!r}")
+        _check(_is_int(t.checkpoint_every) and t.checkpoint_every >= 0, "checkpoint-every",
+               f"must be an integer >= 0, got {t.checkpoint_every!r}")
         _check(len(e.ks) >= 1 and all(_is_int(k) and k >= 1 for k in e.ks), "k",
                f"every K must be an integer >= 1, got {list(e.ks)!r}")
         _check(_is_int(e.eval_every) and e.eval_every >= 1, "eval-every",

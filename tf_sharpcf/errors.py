@@ -1,12 +1,15 @@
-"""The errors the project raises for bad input.
+"""The errors the project raises for bad input and failed training.
 
-Entry points catch `TfSharpCFError`, print its message and exit with code 2;
+Entry points catch `TfSharpCFError`, print its message and exit with its
+`exit_code`: 2 for bad input, 3 for a training failure (`TrainingError`);
 anything else is a bug and keeps its stack trace.
 """
 
 
 class TfSharpCFError(Exception):
     """Base class: an error caused by the user's input, with a clear message."""
+
+    exit_code = 2
 
 
 class ConfigError(TfSharpCFError, ValueError):
@@ -15,3 +18,10 @@ class ConfigError(TfSharpCFError, ValueError):
 
 class DataError(TfSharpCFError, ValueError):
     """A missing or malformed data file; the message names the file and line."""
+
+
+class TrainingError(TfSharpCFError, RuntimeError):
+    """Training could not go on (a non-finite loss, a failed write); the message
+    says which epoch or file, and where the last good checkpoint is."""
+
+    exit_code = 3

@@ -10,6 +10,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tf_sharpcf.distribute import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives import Objective
 
 
@@ -46,7 +47,9 @@ class MatrixFactorization(tf.keras.Model):
     def set_objective(self, objective: Objective) -> None:
         """Chooses the objective; call `compile` afterwards so the step is retraced."""
         self._objective = objective
-        self._trackers = {name: tf.keras.metrics.Mean(name=name) for name in objective.log_names}
+        # Metric variables must live under the strategy the model was built in.
+        with self.distribute_strategy.scope():
+            self._trackers = {name: tf.keras.metrics.Mean(name=name) for name in objective.log_names}
 
     @property
     def metrics(self):
@@ -103,13 +106,24 @@ class MatrixFactorization(tf.keras.Model):
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def batch_step(self, batch):
-        """Ask the objective for (loss, logs) and apply the gradients; -> logs."""
+        """Ask the objective for (loss, logs) and apply the gradients; -> logs.
+
+        On R > 1 replicas the objective's batch mean over this replica's b_r
+        rows is scaled by b_r / B, so the optimizer's all-reduce SUM of the
+        gradients is the gradient of the global batch mean; the logs are
+        combined the same way (`distribute.py`).
+        """
         element_ids, users, pos_items, neg_items = batch
         with tf.GradientTape() as tape:
             loss, logs = self._objective(self, element_ids, users, pos_items, neg_items)
+            share = global_batch_share(tf.shape(users)[0])
+            if share is not None:
+                loss = share * loss
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
+        if share is not None:
+            logs = sum_across_replicas({name: share * value for name, value in logs.items()})
         return logs
 
     def get_config(self):

@@ -11,7 +11,7 @@ from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_sharpcf.sparse import sum_repeated_rows
+from tf_sharpcf.distribute import sum_rows_over_global_batch
 from tf_sharpcf.trajectory import TrajectoryTable
 
 Logs = Dict[str, tf.Tensor]
@@ -45,10 +45,12 @@ def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float) -> tf
     grads: [B, d] gradients of the loss w.r.t. the gathered batch embeddings;
     ids: [B] the table rows they were gathered from. Gradients of rows that
     appear several times are summed first (the gradient w.r.t. the table row,
-    as in the original APR code) and normalised per row.
+    as in the original APR code) and normalised per row. Under a
+    `tf.distribute` strategy the sum runs over the global batch, every
+    replica's rows (`distribute.sum_rows_over_global_batch`).
     Returns [B, d], each row of L2 norm `eps` (0 where the gradient is 0).
     """
-    row_grads = sum_repeated_rows(grads, ids)
+    row_grads = sum_rows_over_global_batch(grads, ids)
     return tf.stop_gradient(eps * tf.math.l2_normalize(row_grads, axis=1))
 
 

@@ -12,8 +12,14 @@ moments each step) far more. So:
   LazyAdam did; rows absent from a batch keep their moments.
 * `adam`: stock dense Keras Adam, for comparison (slow on CPU).
 
-Under a non-default `tf.distribute` strategy the stock Keras path is used, so
-gradients are still aggregated across replicas.
+Under a non-default `tf.distribute` strategy the gradients are summed across
+replicas by Keras' `aggregate_gradients` (an `IndexedSlices` gradient is
+all-gathered: every replica's (row, value) pairs, duplicates kept) and each
+variable's copy is updated by the same `update_step` in Keras' update context.
+Keras' own `apply_gradients` would first merge duplicate rows with
+`tf.unique`, which has no XLA kernel and changes Adagrad's sparse rule, which
+accumulates g² per occurrence here; skipping it keeps R replicas equal to one
+device on the global batch for every optimizer.
 """
 from __future__ import annotations
 
@@ -24,18 +30,25 @@ from tf_sharpcf.sparse import sum_repeated_rows
 
 
 class DirectApply:
-    """Mixin: `apply_gradients` that calls `update_step` per variable directly."""
+    """Mixin: `apply_gradients` that calls `update_step` per variable directly.
+
+    Under a strategy: all-reduce SUM across replicas, then Keras' per-copy
+    update (`_distributed_apply_gradients_fn`) without its deduplication.
+    """
 
     def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
-        if tf.distribute.has_strategy():
-            return super().apply_gradients(grads_and_vars, name=name,
-                                           skip_gradients_aggregation=skip_gradients_aggregation, **kwargs)
         grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
         if not grads_and_vars:
             return self.iterations
+        distributed = tf.distribute.has_strategy()
+        if distributed and not skip_gradients_aggregation:
+            grads_and_vars = self.aggregate_gradients(grads_and_vars)
         self._compute_current_learning_rate()
         with tf.init_scope():
             self.build([v for _, v in grads_and_vars])
+        if distributed:
+            return tf.__internal__.distribute.interim.maybe_merge_call(
+                self._distributed_apply_gradients_fn, self._distribution_strategy, grads_and_vars)
         for grad, var in grads_and_vars:
             self.update_step(grad, var)
         return self.iterations.assign_add(1)

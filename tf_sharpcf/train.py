@@ -6,7 +6,13 @@ and writes the run's files into `workdir`:
 
   config.json, history.csv, metrics.json, tensorboard/,
   checkpoints/best/ (tf.train checkpoint of the best evaluated epoch),
+  checkpoints/last/ (model + optimizer + history, to resume from),
   user_embeddings.npy, item_embeddings.npy (best epoch).
+
+`resume=True` continues the run in `workdir` from checkpoints/last/. Each
+epoch's batches are a pure function of (seed, epoch), so the epoch count is
+all the input pipeline needs; on CPU the resumed run is bit-identical to an
+uninterrupted one.
 """
 from __future__ import annotations
 
@@ -17,13 +23,14 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-from tf_sharpcf import checkpointing
+from tf_sharpcf import checkpointing, run_dir
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
-                                  atomic_write_text)
+                                  LastCheckpoint, StopOnNonFiniteLoss)
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
+from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.input_pipeline import chunks_per_epoch, steps_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
 from tf_sharpcf.objectives import APR, SharpCF, make_objective
 from tf_sharpcf.optimizers import make_optimizer
@@ -63,43 +70,66 @@ def phases(objective, warmup_epochs: int, epochs: int):
 
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
                        verbose: int = 1, init_checkpoint: Optional[Path] = None,
-                       start_epoch: int = 0) -> Dict:
+                       start_epoch: int = 0, resume: bool = False) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
 
     With `init_checkpoint` (a folder written by `checkpointing.write`), the
     model and optimizer state are restored from it first and training starts
-    at `start_epoch` (0-based), e.g. after a shared warm-up. Returns the
-    contents of metrics.json.
+    at `start_epoch` (0-based), e.g. after a shared warm-up. With `resume`,
+    the run already in `workdir` continues from its checkpoints/last/
+    (model, optimizer, epoch count, history rows, best so far), or starts
+    over if it has none yet. Returns the contents of metrics.json.
+
+    Raises `TrainingError` (non-finite loss, a failed write) with a message
+    naming the epoch or file and the last good checkpoint.
     """
     config.validate()
+    if resume and init_checkpoint is not None:
+        raise ValueError("resume and init_checkpoint exclude each other")
     data = data if data is not None else load_data(config)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(workdir / "config.json", config.to_json())
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise run_dir.WriteError(workdir, err) from None
+    run_dir.atomic_write_text(workdir / run_dir.CONFIG, config.to_json())
 
     t, e = config.train, config.eval
     tf.keras.utils.set_random_seed(t.seed)
     model, objective, optimizer = build_model(config, data)
-    if init_checkpoint is not None:
+    rows, best_so_far = [], None
+    if resume and checkpointing.find(workdir / run_dir.LAST):
+        meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
+        start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
+    elif init_checkpoint is not None:
         checkpointing.restore(init_checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
-    history = History(workdir / "history.csv", [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
-                      workdir / "tensorboard", verbose=verbose)
-    best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}")
+    history = History(workdir / run_dir.HISTORY, [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
+                      workdir / run_dir.TENSORBOARD, rows=rows, verbose=verbose, resume=resume)
+    best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
-    callbacks = [EpochCounter(), EpochTimer(), Evaluate(evaluator, e.eval_every, t.epochs), history, best]
+    callbacks = [EpochCounter(), EpochTimer(),
+                 StopOnNonFiniteLoss(k, steps_per_epoch(data.num_train, t.batch_size)),
+                 Evaluate(evaluator, e.eval_every, t.epochs), history, best,
+                 LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
 
-    for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
-        start = max(start, start_epoch)
-        if start >= end:
-            continue
-        model.set_objective(phase_objective)
-        model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
-        model.fit(training_dataset(data, t.batch_size, t.seed, start, end, batches_per_chunk=k),
-                  initial_epoch=start, epochs=end,
-                  steps_per_epoch=chunks_per_epoch(data.num_train, t.batch_size, k),
-                  callbacks=callbacks, verbose=1 if verbose > 1 else 0)
+    try:
+        for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
+            start = max(start, start_epoch)
+            if start >= end:
+                continue
+            model.set_objective(phase_objective)
+            model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
+            model.fit(training_dataset(data, t.batch_size, t.seed, start, end, batches_per_chunk=k),
+                      initial_epoch=start, epochs=end,
+                      steps_per_epoch=chunks_per_epoch(data.num_train, t.batch_size, k),
+                      callbacks=callbacks, verbose=1 if verbose > 1 else 0)
+    except TrainingError as err:
+        err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
+        raise
+    if not history.rows:
+        raise TrainingError(f"{workdir}: no epoch to train (epochs={t.epochs}, start epoch {start_epoch})")
 
     final_row = history.rows[-1]
     metrics = {
@@ -114,5 +144,12 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         "num_items": data.num_items,
         "num_train": data.num_train,
     }
-    atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2))
+    run_dir.atomic_write_text(workdir / run_dir.METRICS, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _last_checkpoint_note(workdir: Path) -> str:
+    folder = checkpointing.find(workdir / run_dir.LAST)
+    if folder is None:
+        return "no training checkpoint was written yet"
+    return f"the last good checkpoint is {folder} (epoch {checkpointing.read_meta(folder)['epoch']})"

@@ -11,10 +11,17 @@ Layout: the variable is `[N, E]` (element-major), the transpose of the paper's
 the read and write are a `ResourceGather` and a `ResourceScatterUpdate`, both
 of which XLA compiles (`ResourceGatherNd` has no XLA kernel). `by_epoch()`
 returns the `[E, N]` view.
+
+Under a `tf.distribute` strategy the variable is mirrored (one full copy per
+replica, aggregation NONE, so a write in replica context changes only the
+local copy). `update` all-gathers the global batch's (id, score) pairs and
+every replica applies the same scatter, so the copies stay equal.
 """
 from __future__ import annotations
 
 import tensorflow as tf
+
+from tf_sharpcf.distribute import gather_across_replicas
 
 
 class TrajectoryTable(tf.Module):
@@ -33,7 +40,9 @@ class TrajectoryTable(tf.Module):
         self.num_elements = int(num_elements)
         with self.name_scope:
             self.scores = tf.Variable(tf.zeros([self.num_elements, self.window], tf.float32),
-                                      trainable=False, name="scores")
+                                      trainable=False, name="scores",
+                                      synchronization=tf.VariableSynchronization.ON_WRITE,
+                                      aggregation=tf.VariableAggregation.NONE)
 
     def _slot_mask(self, epoch: tf.Tensor) -> tf.Tensor:
         """[E] float32 one-hot of slot `epoch mod E`."""
@@ -48,8 +57,11 @@ class TrajectoryTable(tf.Module):
     def update(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
         """Writes [B] float32 `scores` of `ids` into slot `epoch mod E`.
 
-        `ids` must be distinct (each element occurs once per epoch).
+        `ids` must be distinct (each element occurs once per epoch). On
+        several replicas each passes its own [b_r] ids and scores and every
+        replica writes all B of them into its copy.
         """
+        ids, scores = gather_across_replicas(ids, tf.stop_gradient(scores))
         mask = self._slot_mask(epoch)
         rows = tf.gather(self.scores, ids)
         new = rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask

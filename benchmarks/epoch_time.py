@@ -1,0 +1,143 @@
+"""Seconds per epoch of BPR, APR and SharpCF in one process, and full-ranking
+evaluation time; implicit's BPR at the same dimension when it is installed.
+
+    python -m benchmarks.epoch_time --dataset gowalla --data-dir ../shared/data
+
+Prints a table and writes JSON (--json). Medians over the timed epochs (the
+first epoch, which includes XLA compilation, is not timed). Ratios are taken
+within this one run, since the machine is shared and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import tf_sharpcf  # noqa: F401
+import numpy as np
+import tensorflow as tf
+
+from tf_sharpcf.callbacks import EpochCounter
+from tf_sharpcf.config import Config
+from tf_sharpcf.datasets import load_dataset
+from tf_sharpcf.evaluation import Evaluator
+from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
+
+
+class Timer(tf.keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+def time_method(data, method: str, args) -> dict:
+    config = Config().replace(
+        data={"dataset": args.dataset}, model={"dim": args.dim},
+        train={"method": method, "warmup_epochs": 0, "window": 3, "batch_size": args.batch_size,
+               "optimizer": args.optimizer, "lr": args.lr, "jit_compile": not args.no_jit})
+    tf.keras.utils.set_random_seed(0)
+    model, objective, optimizer = build_model(config, data)
+    model.set_objective(objective)
+    model.compile(optimizer=optimizer, jit_compile=not args.no_jit)
+    k = DEFAULT_BATCHES_PER_CHUNK
+    timer = Timer()
+    n = args.epochs + 1
+    model.fit(training_dataset(data, args.batch_size, 0, 0, n, batches_per_chunk=k), epochs=n,
+              steps_per_epoch=chunks_per_epoch(data.num_train, args.batch_size, k),
+              callbacks=[EpochCounter(), timer], verbose=0)
+    return {"seconds": timer.seconds, "median": statistics.median(timer.seconds[1:]), "model": model}
+
+
+def time_implicit(data, args):
+    try:
+        import implicit
+        from scipy.sparse import csr_matrix
+    except ImportError:
+        return None
+    matrix = csr_matrix((np.ones(data.num_train, np.float32), (data.train_users, data.train_items)),
+                        shape=(data.num_users, data.num_items))
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    # implicit adds a bias column to the factors: dim - 1 + 1 = dim floats per row
+    warm = BayesianPersonalizedRanking(factors=args.dim - 1, iterations=1, random_state=0)
+    warm.fit(matrix, show_progress=False)
+    model = BayesianPersonalizedRanking(factors=args.dim - 1, iterations=args.epochs, random_state=0)
+    start = time.perf_counter()
+    model.fit(matrix, show_progress=False)
+    return {"median": (time.perf_counter() - start) / args.epochs, "version": implicit.__version__,
+            "note": "mean over iterations of one fit call"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="gowalla")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", default="bpr,sharpcf,apr")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one untimed)")
+    p.add_argument("--batch-size", type=int, default=Config().train.batch_size)
+    p.add_argument("--optimizer", default=Config().train.optimizer)
+    p.add_argument("--lr", type=float, default=Config().train.lr)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--no-jit", action="store_true")
+    p.add_argument("--no-implicit", action="store_true")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    data = load_dataset(args.dataset, args.data_dir, allow_download=False)
+    print(data.describe(), file=sys.stderr)
+    results = {"dataset": data.name, "dim": args.dim, "batch_size": args.batch_size,
+               "optimizer": args.optimizer, "jit": not args.no_jit, "epochs_timed": args.epochs,
+               "machine": f"{platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
+               "methods": {}}
+    last_model = None
+    for method in args.methods.split(","):
+        r = time_method(data, method, args)
+        last_model = r.pop("model")
+        results["methods"][method] = r
+        print(f"{method:8s} median {r['median']:.3f} s/epoch  ({', '.join(f'{s:.2f}' for s in r['seconds'])})",
+              file=sys.stderr, flush=True)
+    evaluator = Evaluator(data, (10, 20))
+    evaluator.evaluate(last_model.user_embedding, last_model.item_embedding)  # compiles
+    results["eval_seconds"] = statistics.median(
+        evaluator.evaluate(last_model.user_embedding, last_model.item_embedding)["eval_seconds"]
+        for _ in range(2))
+    if not args.no_implicit:
+        results["implicit"] = time_implicit(data, args)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    m = results["methods"]
+    bpr = m.get("bpr", {}).get("median")
+    lines = ["| measure | value |", "|---|---|"]
+    for method, r in m.items():
+        lines.append(f"| {method} s/epoch (median) | {r['median']:.3f} |")
+    if bpr:
+        for method in ("sharpcf", "apr"):
+            if method in m:
+                results[f"{method}/bpr"] = m[method]["median"] / bpr
+                lines.append(f"| {method} / bpr | {results[f'{method}/bpr']:.3f} |")
+    lines.append(f"| full-ranking eval s ({len(evaluator.users):,} users) | {results['eval_seconds']:.2f} |")
+    if results.get("implicit"):
+        lines.append(f"| implicit {results['implicit']['version']} BPR s/epoch | {results['implicit']['median']:.3f} |")
+        if bpr:
+            results["bpr/implicit"] = bpr / results["implicit"]["median"]
+            lines.append(f"| our bpr / implicit | {results['bpr/implicit']:.2f} |")
+    lines.append(f"| peak RSS MB | {results['peak_rss_mb']:.0f} |")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

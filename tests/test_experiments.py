@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.experiments import load_experiment, plan, summarize
+from tf_sharpcf.pipeline import main
+
+TOML = """
+name = "tiny"
+dataset = "{folder}"
+methods = ["bpr", "sharpcf"]
+seeds = [0, 1]
+[common.model]
+dim = 8
+[common.train]
+epochs = 2
+warmup_epochs = 1
+batch_size = 64
+jit_compile = false
+[common.eval]
+eval_every = 1
+[overrides.sharpcf.train]
+window = 1
+lam = 0.5
+[provenance]
+lam = "test"
+"""
+
+
+def test_plan_merges_common_and_method_overrides(tmp_path, tiny_folder):
+    path = tmp_path / "e.toml"
+    path.write_text(TOML.format(folder=tiny_folder))
+    runs = plan(load_experiment(path))
+    assert [r.label for r in runs] == ["bpr-seed0", "bpr-seed1", "sharpcf-seed0", "sharpcf-seed1"]
+    sharp = runs[2].config
+    assert sharp.train.lam == 0.5 and sharp.train.window == 1 and sharp.model.dim == 8
+    assert runs[0].config.train.lam == 0.1  # the default: overrides apply to their method only
+
+
+def test_bad_definitions_are_rejected(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('methods = ["bpr", "svd"]\n')
+    with pytest.raises(ConfigError, match="unknown method 'svd'"):
+        load_experiment(path)
+    path.write_text('methods = ["bpr"]\n[overrides.apr.train]\neps = 1.0\n')
+    with pytest.raises(ConfigError, match="not in methods"):
+        load_experiment(path)
+    path.write_text('methods = ["bpr"]\n[common.train]\nwindow = 0\n')
+    with pytest.raises(ConfigError, match="--window"):
+        plan(load_experiment(path))
+
+
+def test_summary_means_and_relative_improvement(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('methods = ["bpr", "sharpcf"]\nseeds = [0, 1]\n')
+    exp = load_experiment(path)
+    block = lambda r: {"epoch": 1, "recall@10": r, "ndcg@10": r, "recall@20": r, "ndcg@20": r}
+    results = {"bpr-seed0": {"final": block(0.1), "seconds_per_epoch": 1.0},
+               "bpr-seed1": {"final": block(0.3), "seconds_per_epoch": 3.0},
+               "sharpcf-seed0": {"final": block(0.25), "seconds_per_epoch": 2.0},
+               "sharpcf-seed1": {"final": block(0.25), "seconds_per_epoch": 2.0}}
+    s = summarize(exp, results)
+    assert s["rows"]["bpr"]["recall@20"] == pytest.approx((0.2, 0.1414213562))
+    assert s["ri"]["bpr"]["recall@20"] == pytest.approx(0.25)   # 0.25 / 0.2 - 1
+
+
+def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder, monkeypatch):
+    path = tmp_path / "e.toml"
+    path.write_text(TOML.format(folder=tiny_folder))
+    results = tmp_path / "results"
+    assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
+    root = results / "tiny"
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [
+        "bpr-seed0", "bpr-seed1", "sharpcf-seed0", "sharpcf-seed1"]
+    table = (root / "table.md").read_text()
+    assert "RI w.r.t. BPR" in table and "sharpcf-seed1" in table and "`lam`: test" in table
+    assert (root / "table.csv").read_text().startswith("method,")
+    # only the run without metrics.json is trained again
+    import tf_sharpcf.train as train
+    saved = json.loads((root / "runs" / "bpr-seed1" / "metrics.json").read_text())
+    (root / "runs" / "bpr-seed1" / "metrics.json").unlink()
+    calls = []
+
+    def fake(config, workdir, data=None, verbose=1):
+        calls.append(workdir.name)
+        return saved
+    monkeypatch.setattr(train, "train_and_evaluate", fake)
+    assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
+    assert calls == ["bpr-seed1"]

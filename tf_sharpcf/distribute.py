@@ -1,0 +1,153 @@
+"""Data-parallel training with `tf.distribute`: strategies, input, replica sums.
+
+Every table (embeddings, optimizer slots, SharpCF's trajectory table) is a
+mirrored variable: each replica holds a full copy and the copies stay equal.
+A global batch of B rows is cut into R contiguous slices, one per replica, in
+replica order (replica r gets rows [⌊rB/R⌋, ⌊(r+1)B/R⌋)), each row keeping its
+element id. Training on R replicas then computes what one device computes on
+the global batch:
+
+* loss: each replica's objective is a mean over its b_r rows; scaled by
+  b_r / B it becomes that replica's share of the global mean, and the
+  optimizer's all-reduce SUM of the gradients gives ∇(Σ_r sum_r / B), the
+  gradient of the global batch mean. Logs are combined the same way.
+* APR: the perturbation of a table row needs the gradient of the global batch
+  loss w.r.t. that row: `sum_rows_over_global_batch` all-gathers the
+  (row id, b_r/B · gradient) pairs of every replica and sums per id.
+* SharpCF: `TrajectoryTable.update` all-gathers the global batch's
+  (element id, score) pairs and every replica applies the same scatter to its
+  own copy of the table (aggregation NONE: a replica-context write changes
+  the local copy only), so the copies stay equal and an element's old score is
+  its own whichever replica trained it E epochs earlier.
+
+With one replica (the default strategy) every helper here is the identity and
+adds no op to the graph.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.sparse import sum_repeated_rows
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+# ---------------------------------------------------------------------------
+# Strategies and input
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default: one device; mirrored: every local GPU, else every local (logical)
+    CPU device; multi-worker: `MultiWorkerMirroredStrategy` over the cluster in
+    `TF_CONFIG` (must be created before TensorFlow runs any op)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
+def replica_slice(columns: Sequence[tf.Tensor], replica: tf.Tensor, num_replicas: int):
+    """Rows [⌊rB/R⌋, ⌊(r+1)B/R⌋) of every [B] column: replica r's part of a global batch.
+
+    Concatenating the R slices in replica order gives the batch back; their
+    sizes differ by at most one (e.g. B = 5, R = 2: rows 0-1 and 2-4).
+    """
+    n = tf.shape(columns[0], out_type=tf.int64)[0]
+    replica = tf.cast(replica, tf.int64)
+    lo, hi = replica * n // num_replicas, (replica + 1) * n // num_replicas
+    return tuple(c[lo:hi] for c in columns)
+
+
+def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Global batches (tuples of [B] tensors) -> each replica's slice of each batch.
+
+    Every worker builds the same global pipeline (an epoch is a pure function
+    of (seed, epoch)) and keeps its own replicas' slices, element ids intact;
+    `distribute_datasets_from_function` hands a worker's consecutive elements to
+    its replicas in order, so the worker emits, per global batch, the slices of
+    its replicas w·L, ..., w·L + L − 1 (L replicas per worker, w its index).
+    With one replica the dataset is returned as it is.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        total = context.num_replicas_in_sync
+        local = total // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(*columns):
+            return tf.data.Dataset.range(first, first + local).map(
+                lambda r: replica_slice(columns, r, total))
+
+        return dataset.flat_map(slices)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+# ---------------------------------------------------------------------------
+# Inside the train step (replica context)
+
+
+def _replica_context() -> Optional[tf.distribute.ReplicaContext]:
+    """The replica context when there are several replicas, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def global_batch_share(local_size: tf.Tensor) -> Optional[tf.Tensor]:
+    """Scalar float32 b_r / B (this replica's rows over the global batch's), or
+    None with one replica. Σ_r share_r · mean_r = the global batch mean."""
+    context = _replica_context()
+    if context is None:
+        return None
+    local = tf.cast(local_size, tf.float32)
+    return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def sum_across_replicas(values):
+    """All-reduce SUM of a nest of tensors (the identity with one replica)."""
+    context = _replica_context()
+    if context is None:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def gather_across_replicas(*tensors: tf.Tensor) -> Tuple[tf.Tensor, ...]:
+    """Concatenates each tensor's per-replica values along axis 0 in replica
+    order (the global batch's rows); the identity with one replica."""
+    context = _replica_context()
+    if context is None:
+        return tensors
+    return tuple(context.all_gather(list(tensors), axis=0))
+
+
+def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """Gradient of the global batch loss w.r.t. each gathered table row.
+
+    grads: [b, d] float32, this replica's gradients of its batch MEAN loss
+    w.r.t. the rows it gathered; ids: [b] their table rows. Returns [b, d]: at
+    each position, Σ (b_r/B)·grad over every position of every replica that
+    holds the same row, i.e. ∂(global batch mean)/∂row. With one replica:
+    `sum_repeated_rows(grads, ids)`.
+    """
+    context = _replica_context()
+    if context is None:
+        return sum_repeated_rows(grads, ids)
+    local = tf.shape(ids)[0]
+    share = global_batch_share(local)
+    sizes, all_grads, all_ids = context.all_gather(
+        [local[None], share * grads, tf.reshape(ids, [-1])], axis=0)
+    summed = sum_repeated_rows(all_grads, all_ids)
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    offset = tf.reduce_sum(tf.where(tf.range(tf.size(sizes)) < replica, sizes, 0))
+    return summed[offset:offset + local]

@@ -1,0 +1,183 @@
+"""Experiment definitions (`pipelines/*.toml`) and the paper-shaped result tables.
+
+A definition names a dataset, methods, seeds, common Config overrides and
+per-method overrides, and where each hyper-parameter came from:
+
+    name = "table2_ml-1m"
+    dataset = "ml-1m"
+    methods = ["bpr", "apr", "sharpcf"]
+    seeds = [0, 1, 2]
+    report = "final"                 # or "best" (best evaluated epoch on test)
+    [common.train]
+    epochs = 400
+    [overrides.sharpcf.train]        # per-method Config overrides
+    lam = 0.1
+    [provenance]
+    lam = "validation search, tune ... (trials.md)"
+
+`plan` expands it into one `Config` per (method, seed); `summarize` turns the
+finished runs' metrics.json files into Table 2's rows: mean ± std over seeds of
+Recall@10, NDCG@10, Recall@20, NDCG@20 and seconds per epoch, with relative
+improvements of SharpCF w.r.t. BPR and APR.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tomllib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from tf_sharpcf.config import METHODS, Config
+from tf_sharpcf.errors import ConfigError
+
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: str
+    methods: tuple
+    seeds: tuple
+    common: dict
+    per_method: dict
+    report: str = "final"
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    method: str
+    seed: int
+    config: Config
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-seed{self.seed}"
+
+
+def load_experiment(path: Path) -> Experiment:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: experiment file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    known = {"name", "dataset", "methods", "seeds", "common", "overrides", "report", "provenance"}
+    bad = set(raw) - known
+    if bad:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(bad))}")
+    methods = raw.get("methods", list(METHODS))
+    per_method = raw.get("overrides", {})
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"{path}: methods must be a non-empty list")
+    for m in per_method:
+        if m not in methods:
+            raise ConfigError(f"{path}: overrides for {m!r}, which is not in methods")
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"{path}: unknown method {m!r} (one of {', '.join(METHODS)})")
+    report = raw.get("report", "final")
+    if report not in ("final", "best"):
+        raise ConfigError(f"{path}: report must be 'final' or 'best', got {report!r}")
+    seeds = raw.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of integers >= 0")
+    return Experiment(name=raw.get("name", path.stem), dataset=raw.get("dataset", "gowalla"),
+                      methods=tuple(methods), seeds=tuple(seeds), common=raw.get("common", {}),
+                      per_method=per_method, report=report, provenance=raw.get("provenance", {}))
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = {k: dict(v) for k, v in a.items()}
+    for section, values in b.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def plan(exp: Experiment, data_dir: Optional[str] = None, epochs: Optional[int] = None) -> List[Run]:
+    """One validated Config per (method, seed), in table order."""
+    runs = []
+    for method in exp.methods:
+        sections = _merge(exp.common, exp.per_method.get(method, {}))
+        sections = _merge(sections, {"data": {"dataset": exp.dataset}, "train": {"method": method}})
+        if data_dir:
+            sections["data"]["data_dir"] = data_dir
+        if epochs is not None:
+            sections["train"]["epochs"] = epochs
+        for seed in exp.seeds:
+            cfg = Config.from_dict(_merge(sections, {"train": {"seed": seed}}))
+            try:
+                cfg.validate()
+            except ConfigError as e:
+                raise ConfigError(f"experiment {exp.name}, {method}: {e}") from None
+            runs.append(Run(method, seed, cfg))
+    return runs
+
+
+def _mean_std(values: Sequence[float]):
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(exp: Experiment, results: Dict[str, dict]) -> Dict:
+    """results: {run label: metrics.json dict} -> table data."""
+    rows = {}
+    for method in exp.methods:
+        runs = [results[f"{method}-seed{s}"] for s in exp.seeds if f"{method}-seed{s}" in results]
+        if not runs:
+            continue
+        row = {m: _mean_std([r[exp.report][m] for r in runs]) for m in METRICS}
+        row["seconds_per_epoch"] = _mean_std([r["seconds_per_epoch"] for r in runs])
+        row["n"] = len(runs)
+        rows[method] = row
+    ri = {}
+    if "sharpcf" in rows:
+        for base in ("bpr", "apr"):
+            if base in rows:
+                ri[base] = {m: rows["sharpcf"][m][0] / rows[base][m][0] - 1 for m in METRICS
+                            if rows[base][m][0] > 0}
+    return {"rows": rows, "ri": ri}
+
+
+def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> str:
+    rows, ri = summary["rows"], summary["ri"]
+    methods = [m for m in exp.methods if m in rows]
+    header = ["Metric", *[f"{m.upper() if m != 'sharpcf' else 'SharpCF'}" for m in methods]]
+    header += [f"RI w.r.t. {b.upper()}" for b in ("bpr", "apr") if b in ri]
+    names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
+    lines = [f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric in METRICS:
+        cells = [names[metric]] + [f"{rows[m][metric][0]:.4f} ± {rows[m][metric][1]:.4f}" for m in methods]
+        cells += [f"{ri[b][metric]:+.2%}" for b in ("bpr", "apr") if b in ri and metric in ri[b]]
+        lines.append("| " + " | ".join(cells) + " |")
+    cells = ["Time per epoch (s)"] + [f"{rows[m]['seconds_per_epoch'][0]:.2f} ± {rows[m]['seconds_per_epoch'][1]:.2f}"
+                                      for m in methods] + ["-" for b in ("bpr", "apr") if b in ri]
+    lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per run:", "", "| run | epoch | " + " | ".join(names[m] for m in METRICS) + " | s/epoch |",
+              "|---|---|" + "---|" * (len(METRICS) + 1)]
+    for label in sorted(results):
+        r = results[label]
+        lines.append(f"| {label} | {r[exp.report]['epoch']} | "
+                     + " | ".join(f"{r[exp.report][m]:.4f}" for m in METRICS)
+                     + f" | {r['seconds_per_epoch']:.2f} |")
+    if exp.provenance:
+        lines += ["", "Hyper-parameters from:", ""] + [f"- `{k}`: {v}" for k, v in exp.provenance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def table_csv_rows(exp: Experiment, summary: Dict) -> List[Dict]:
+    out = []
+    for method, row in summary["rows"].items():
+        rec = {"method": method, "runs": row["n"]}
+        for m in (*METRICS, "seconds_per_epoch"):
+            rec[f"{m}_mean"], rec[f"{m}_std"] = row[m]
+        for base, values in summary["ri"].items():
+            if method == "sharpcf":
+                for m, v in values.items():
+                    rec[f"ri_vs_{base}_{m}"] = v
+        out.append(rec)
+    return out

@@ -1,0 +1,138 @@
+"""`python -m tf_sharpcf.tune`: search hyper-parameters with keras-tuner on a validation split.
+
+    python -m tf_sharpcf.tune --dataset ml-1m --method sharpcf --max-trials 20 \\
+        --lambda-range 0.01 1 --window-values 1 3 5 --fix lr=0.005
+
+Each tunable hyper-parameter takes --NAME-range LO HI (log-uniform for
+floats), --NAME-values V [V ...] (a choice), or --fix NAME=VALUE. Re-running
+the same command continues the search in --directory/--project-name; finished
+trials are not run again. See docs/tuning.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+from tf_sharpcf import fit
+from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
+from tf_sharpcf.errors import ConfigError, TfSharpCFError
+
+ALGORITHMS = ("bayesian", "random", "hyperband")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tf_sharpcf.tuning import PARAMETERS  # noqa: keeps TensorFlow out of --help's way below
+    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.tune", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    d = Config()
+    base = p.add_argument_group("training settings shared by every trial (as in fit)")
+    base.add_argument("--config", help="JSON config file to start from (flags override it)")
+    base.add_argument("--dataset", help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {d.data.dataset})")
+    base.add_argument("--data-dir", help="data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)")
+    base.add_argument("--no-download", action="store_true", help="never download a missing dataset")
+    base.add_argument("--method", choices=METHODS, help=f"(default {d.train.method})")
+    base.add_argument("--epochs", type=int, help=f"total epochs per trial (default {d.train.epochs})")
+    base.add_argument("--warmup-epochs", type=int,
+                      help=f"E_start: BPR epochs, trained once and shared by trials (default {d.train.warmup_epochs})")
+    for flag, kind, default in (("dim", int, d.model.dim), ("init-std", float, d.model.init_std),
+                                ("batch-size", int, d.train.batch_size), ("seed", int, d.train.seed),
+                                ("eval-every", int, d.eval.eval_every),
+                                ("eval-user-batch", int, d.eval.user_batch)):
+        base.add_argument(f"--{flag}", type=kind, help=f"(default {default})")
+    base.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.train.optimizer})")
+    base.add_argument("--steps-per-execution", type=int, help="batches per call into the compiled graph (0: 128)")
+    base.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
+                      help="train without XLA (slower epochs, no compile time)")
+
+    space = p.add_argument_group("search space (defaults: lambda [0.001, 10], window [1, 7], eps [0.01, 1], "
+                                 "adv_weight [0.1, 10], lr {0.0025, 0.005, 0.01}, l2 {0.003, 0.01, 0.03})")
+    for param in PARAMETERS.values():
+        one = space.add_mutually_exclusive_group()
+        one.add_argument(f"--{param.flag}-range", nargs=2, type=param.kind, metavar=("LO", "HI"), help=param.doc)
+        one.add_argument(f"--{param.flag}-values", nargs="+", type=param.kind, metavar="V",
+                         help=f"choose {param.name} among these")
+    space.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                       help="hold a hyper-parameter at VALUE (repeatable), e.g. --fix lr=0.005")
+
+    s = p.add_argument_group("search")
+    s.add_argument("--search", choices=ALGORITHMS, default="bayesian", help="keras-tuner oracle (default bayesian)")
+    s.add_argument("--max-trials", type=int, help="trials in all, counting finished ones (default 20)")
+    s.add_argument("--initial-points", type=int,
+                   help="bayesian: random trials before the Gaussian process (default min(3 x dims, trials/2))")
+    s.add_argument("--hyperband-factor", type=int, default=3, help="hyperband: reduction factor (default 3)")
+    s.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of each user's training interactions held out for the objective (default 0.1)")
+    s.add_argument("--directory", default="tuning", help="keras-tuner directory; warm-ups are cached in "
+                                                         "<directory>/warmup/ (default tuning)")
+    s.add_argument("--project-name", help="search folder inside --directory (default <dataset>-<method>)")
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the search in the project with its stored settings (only --max-trials "
+                            "may change); a plain re-run with the same flags continues it too")
+    again.add_argument("--overwrite", action="store_true", help="delete the project's trials and start again")
+    s.add_argument("--no-final", action="store_true",
+                   help="skip the final retrain of the best configuration on all training data (tested on test)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    from tf_sharpcf import tuning
+    for flag in fit.FLAGS:                  # fit's mapping of flags to Config fields
+        if not hasattr(args, flag):
+            setattr(args, flag, None)
+    base = fit.config_from_args(args)
+    overrides = {}
+    for name, param in tuning.PARAMETERS.items():
+        rng, values = getattr(args, f"{name}_range"), getattr(args, f"{name}_values")
+        if rng is not None:
+            overrides[name] = tuning.Space.range(*rng)
+        elif values is not None:
+            overrides[name] = tuning.Space.choice(*values)
+    for text in args.fix:
+        name, space = tuning.parse_fix(text)
+        if name in overrides and overrides[name].kind != "fixed":
+            raise ConfigError(f"invalid --fix: {name} also has --{tuning.PARAMETERS[name].flag}-"
+                              f"{overrides[name].kind.replace('values', 'values').replace('range', 'range')}")
+        overrides[name] = space
+    return tuning.SearchSettings(
+        base=base, space=tuning.search_space(base.train.method, overrides), algorithm=args.search,
+        max_trials=args.max_trials or 20, initial_points=args.initial_points,
+        hyperband_factor=args.hyperband_factor, val_fraction=args.val_fraction).validate()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from tf_sharpcf import tuning
+        if args.resume:
+            project = args.project_name or _default_project(args)
+            settings = tuning.load_settings(Path(args.directory), project)
+            if args.max_trials:
+                settings = tuning.dataclasses.replace(settings, max_trials=args.max_trials)
+            settings.validate()
+        else:
+            settings = settings_from_args(args)
+            project = args.project_name or _default_project(args, settings.base)
+        summary = tuning.search(settings, Path(args.directory), project, overwrite=args.overwrite,
+                                final=not args.no_final, verbose=0 if args.quiet else 1)
+    except TfSharpCFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _default_project(args: argparse.Namespace, base: Optional[Config] = None) -> str:
+    dataset = base.data.dataset if base else (args.dataset or Config().data.dataset)
+    method = base.train.method if base else (args.method or Config().train.method)
+    return f"{Path(dataset).name or 'data'}-{method}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
