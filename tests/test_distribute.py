@@ -59,7 +59,7 @@ def train_run(folder: Path, method: str, strategy, optimizer: str = "lazyadam"):
                      "sharpcf": lambda: SharpCF(TrajectoryTable(1, data.num_train), lam=0.5, l2=1e-2)}[method]()
         model = MatrixFactorization(data.num_users, data.num_items, dim=8, seed=0, objective=objective)
         lr = {"sgd": 20.0, "adagrad": 2.0}.get(optimizer, 0.05)
-        model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=False, steps_per_execution=4)
+        model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=False, steps_per_execution=int(os.environ.get("SPE", 4)))
     snapshots = []
 
     class Snapshot(tf.keras.callbacks.Callback):

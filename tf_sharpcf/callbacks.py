@@ -17,7 +17,7 @@ import tensorflow as tf
 from tf_sharpcf import checkpointing
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.run_dir import atomic_save_npy, atomic_write, atomic_write_text  # noqa: F401
+from tf_sharpcf.run_dir import atomic_save_npy, atomic_write_text
 
 
 class EpochCounter(tf.keras.callbacks.Callback):
@@ -45,22 +45,28 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     """Raises `NonFiniteLoss` naming the epoch and batches as soon as the
     running loss of an epoch is NaN or infinite.
 
-    `fit` calls the train function once per chunk of `batches_per_chunk`
-    batches; the running mean stays non-finite once a batch was, so the first
-    chunk whose logs are non-finite holds the first bad batch. Reading the
-    loss costs one scalar copy per chunk. The epoch's callbacks after this
-    one (history, checkpoints) do not run, so the last checkpoint stays good.
+    `fit` calls the train function once per chunk of batches (see
+    `input_pipeline.training_dataset`: chunks of `batches_per_chunk` full
+    batches, then the short batch alone); the running mean stays non-finite
+    once a batch was, so the first chunk whose logs are non-finite holds the
+    first bad batch. Reading the loss costs one scalar copy per chunk. The
+    epoch's callbacks after this one (history, checkpoints) do not run, so the
+    last checkpoint stays good.
     """
 
     _supports_tf_logs = True     # no conversion of the other callbacks' batch logs
 
-    def __init__(self, batches_per_chunk: int, batches_per_epoch: int):
+    def __init__(self, batches_per_chunk: int, num_train: int, batch_size: int):
         super().__init__()
-        self.k, self.batches = batches_per_chunk, batches_per_epoch
+        self.k = batches_per_chunk
+        self.full, tail = divmod(num_train, batch_size)
+        self.batches = self.full + (1 if tail else 0)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check(logs, self._epoch, f"batches {batch * self.k + 1}-"
-                                       f"{min((batch + 1) * self.k, self.batches)} of {self.batches}")
+        first = batch * self.k + 1
+        last = min(first + self.k - 1, self.full) if first <= self.full else first
+        where = f"batch {first}" if first == last else f"batches {first}-{last}"
+        self._check(logs, self._epoch, f"{where} of {self.batches}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -139,25 +145,28 @@ class History(tf.keras.callbacks.Callback):
 def purge_tensorboard(folder: Path, step: int) -> None:
     """Makes TensorBoard drop the run's points at steps >= `step`.
 
-    TensorBoard discards every point at or after the step of a
-    `SessionLog.START` event when it meets one (its way of handling restarts
-    from a checkpoint). The event goes into its own file, named to sort after
-    the existing event files and before the writer's next one: TensorBoard
-    reads a folder's event files in name order, and names begin with the
-    creation time in seconds, so this waits for the next second.
+    TensorBoard treats a `SessionLog.START` event as a restart from a
+    checkpoint and discards every point at or after its step, except for the
+    first START of a run, which only marks the start. So two are written: one
+    at the largest step (discards nothing) and one at `step`. They go into
+    their own file, named to sort after the existing event files and before
+    the writer's next one: TensorBoard reads a folder's event files in name
+    order, and names begin with the creation time in seconds, so this waits
+    for the next second.
     """
     folder.mkdir(parents=True, exist_ok=True)
     now = int(time.time())
     name = f"events.out.tfevents.{now:010d}.{socket.gethostname()}.~restart-{step}"
+    start = tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START)
     events = [tf.compat.v1.Event(wall_time=time.time(), file_version="brain.Event:2"),
-              tf.compat.v1.Event(wall_time=time.time(), step=step,
-                                 session_log=tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START))]
+              tf.compat.v1.Event(wall_time=time.time(), step=2 ** 63 - 1, session_log=start),
+              tf.compat.v1.Event(wall_time=time.time(), step=step, session_log=start)]
 
-    def write(tmp):
-        with tf.io.TFRecordWriter(str(tmp)) as f:
-            for event in events:
-                f.write(event.SerializeToString())
-    atomic_write(folder / name, write)
+    # Written in place: a temporary name would also look like an event file to
+    # TensorBoard, and a cut-short file only holds the harmless first event.
+    with tf.io.TFRecordWriter(str(folder / name)) as f:
+        for event in events:
+            f.write(event.SerializeToString())
     while int(time.time()) <= now:
         time.sleep(0.05)
 

@@ -4,6 +4,11 @@
 
 Flags override `--config FILE` (a JSON file as written to config.json, or the
 tuner's best_hyperparameters.json), which overrides the defaults.
+
+    python -m tf_sharpcf.fit --resume runs/latest [--epochs 600]
+
+continues an interrupted (or finished, with more --epochs) run from its last
+checkpoint, with the run's own config.json.
 """
 from __future__ import annotations
 
@@ -14,8 +19,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+from tf_sharpcf import run_dir
 from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
+
+DEFAULT_OUTPUT_DIR = "runs/latest"
 
 # flag -> (section, field)
 FLAGS = {
@@ -28,7 +36,12 @@ FLAGS = {
     "l2": ("train", "l2"), "seed": ("train", "seed"),
     "steps_per_execution": ("train", "steps_per_execution"), "jit_compile": ("train", "jit_compile"),
     "eval_every": ("eval", "eval_every"), "ks": ("eval", "ks"), "eval_user_batch": ("eval", "user_batch"),
+    "checkpoint_every": ("train", "checkpoint_every"),
 }
+# Flags that may differ from the run's config.json under --resume: the epoch
+# count, and where the data is found (not what it is).
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
+OPTION_NAMES = {"lam": "--lambda", "ks": "--k", "jit_compile": "--no-jit"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help=f"evaluate every N epochs (default {d.eval.eval_every})")
     p.add_argument("--k", dest="ks", type=int, nargs="+", help=f"cut-offs K (default {list(d.eval.ks)})")
     p.add_argument("--eval-user-batch", type=int, help=f"users per scoring matmul (default {d.eval.user_batch})")
-    p.add_argument("--output-dir", default="runs/latest", help="where the run's files go")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
+                        f"0: only after the last (default {d.train.checkpoint_every})")
+    p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}); "
+                                        "its parent folder must exist")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --output-dir")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its last checkpoint (its config.json; "
+                        "only --epochs may change, and only grow)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--export", choices=("brute-force", "scann"),
                    help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
@@ -72,7 +92,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def flag_sections(args: argparse.Namespace) -> dict:
+    """The settings given as flags: {section: {field: value}}."""
+    sections = {}
+    for flag, (section, field) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections.setdefault(section, {})[field] = tuple(value) if flag == "ks" else value
+    if args.no_download:
+        sections.setdefault("data", {})["download"] = False
+    return sections
+
+
+def resume_config(args: argparse.Namespace) -> Config:
+    """The config.json of the run in --resume DIR; flags must agree with it,
+    except --epochs (which may grow) and --data-dir/--no-download."""
+    if args.config:
+        raise ConfigError("invalid --config: not with --resume, which uses the run's own config.json")
+    if args.overwrite:
+        raise ConfigError("invalid --overwrite: not with --resume (--overwrite starts over, --resume continues)")
+    if args.output_dir is not None and Path(args.output_dir).resolve() != Path(args.resume).resolve():
+        raise ConfigError(f"invalid --output-dir: --resume continues the run in {args.resume} and writes there")
+    stored = run_dir.stored_config(Path(args.resume))
+    sections = flag_sections(args)
+    differ = [f"{OPTION_NAMES.get(flag, '--' + flag.replace('_', '-'))} "
+              f"(given {sections[section][field]!r}, the run has {getattr(getattr(stored, section), field)!r})"
+              for flag, (section, field) in FLAGS.items()
+              if flag not in RESUME_MAY_CHANGE and field in sections.get(section, {})
+              and sections[section][field] != getattr(getattr(stored, section), field)]
+    if differ:
+        raise ConfigError(f"invalid --resume: flags differ from {Path(args.resume) / run_dir.CONFIG}: "
+                          f"{', '.join(differ)}; only --epochs may change when resuming")
+    config = stored.replace(**sections).validate()
+    if config.train.epochs < stored.train.epochs:
+        raise ConfigError(f"invalid --epochs: the run in {args.resume} trains {stored.train.epochs} epochs; "
+                          f"--epochs may only grow when resuming, got {config.train.epochs}")
+    return config
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
+    if args.resume:
+        return resume_config(args)
     base = Config()
     if args.config:
         try:
@@ -83,44 +143,54 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(f"invalid --config: {args.config}:{e.lineno}: {e.msg}") from None
         except TypeError as e:
             raise ConfigError(f"invalid --config: {args.config}: {e}") from None
-    sections = {}
-    for flag, (section, field) in FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            sections.setdefault(section, {})[field] = tuple(value) if flag == "ks" else value
-    if args.no_download:
-        sections.setdefault("data", {})["download"] = False
-    return base.replace(**sections).validate()
+    return base.replace(**flag_sections(args)).validate()
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"invalid --output-dir: {path} exists and is not a directory")
-    if (path / "metrics.json").exists() and not overwrite:
+def check_output_dir(path: Path, overwrite: bool, make_parents: bool = False) -> None:
+    """Writable (probed), and holding no run unless `overwrite`."""
+    run_dir.check_writable(path, "--output-dir", make_parents=make_parents)
+    if overwrite:
+        return
+    if run_dir.is_finished(path):
         raise ConfigError(f"invalid --output-dir: {path} holds a finished run; "
                           "pass --overwrite or choose another directory")
+    if run_dir.is_started(path):
+        raise ConfigError(f"invalid --output-dir: {path} holds an unfinished run; pass --resume {path} "
+                          "to continue it, --overwrite to start over, or choose another directory")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
-        out = Path(args.output_dir)
-        check_output_dir(out, args.overwrite)
+        out = Path(args.resume or args.output_dir or DEFAULT_OUTPUT_DIR)
+        if args.resume:
+            run_dir.check_writable(out, "--resume")
+        else:
+            check_output_dir(out, args.overwrite, make_parents=args.output_dir is None)
         from tf_sharpcf import train  # TensorFlow is imported only once the flags are valid
         if args.export:
             from tf_sharpcf import export
             export.check_settings(args.export, args.export_name)
         data = train.load_data(config)
         print(data.describe(), file=sys.stderr)
-        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 1)
+        if args.resume:
+            print(f"resuming {out} after epoch {run_dir.completed_epochs(out)} of {config.train.epochs}",
+                  file=sys.stderr)
+        elif args.overwrite:
+            run_dir.clear(out)
+        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 1,
+                                           resume=bool(args.resume))
         if args.export:
             path = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,
                                      data=data)
             print(f"exported {path}", file=sys.stderr)
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except OSError as e:    # a write outside the run's atomic writers failed (disk full, permissions)
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     print(json.dumps({"best": metrics["best"], "final": metrics["final"],
                       "seconds_per_epoch": round(metrics["seconds_per_epoch"], 3)}, indent=2))
     return 0

@@ -93,19 +93,17 @@ def loss_landscape(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarray
 
 
 def flatness(ts: Sequence[float], losses: Sequence[float], at: Sequence[float] = (0.5, 1.0)) -> Dict[float, float]:
-    """{s: (L(s) + L(−s))/2 − L(0)} for each s in `at`: the mean rise of the
-    loss a step s away from the minimum (larger = sharper). ts must contain 0
-    and ±s."""
+    """{s: (L(s) + L(−s))/2 − L(0)} for each s in `at`: the mean rise of the loss
+    a step s away from the trained model (larger = sharper).
+
+    ts: [T] increasing grid covering [−max(at), max(at)]; L is linearly
+    interpolated between grid points.
+    """
     ts, losses = np.asarray(ts, np.float64), np.asarray(losses, np.float64)
-
-    def at_t(t):
-        hit = np.flatnonzero(np.isclose(ts, t, atol=1e-9))
-        if hit.size == 0:
-            raise ValueError(f"t = {t} is not on the grid")
-        return losses[hit[0]]
-
-    base = at_t(0.0)
-    return {float(s): float((at_t(s) + at_t(-s)) / 2 - base) for s in at}
+    if ts[0] > -max(at) or ts[-1] < max(at):
+        raise ValueError(f"the grid [{ts[0]}, {ts[-1]}] does not cover ±{max(at)}")
+    base = np.interp(0.0, ts, losses)
+    return {float(s): float((np.interp(s, ts, losses) + np.interp(-s, ts, losses)) / 2 - base) for s in at}
 
 
 def sample_triples(data: Interactions, n: int, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

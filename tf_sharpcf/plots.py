@@ -28,7 +28,7 @@ from tf_sharpcf.evaluation import Evaluator, degree_groups
 
 METHOD_NAMES = {"bpr": "BPR", "apr": "APR", "sharpcf": "SharpCF"}
 METHOD_COLORS = {"bpr": "tab:blue", "apr": "tab:orange", "sharpcf": "tab:green"}
-PARAM_NAMES = {"lam": "λ (trajectory weight)", "window": "E (epoch window)"}
+PARAM_NAMES = {"lam": ("λ", "λ (weight of the trajectory loss)"), "window": ("E", "E (epoch window)")}
 
 
 # ---------------------------------------------------------------------------
@@ -53,6 +53,22 @@ class Run:
     @property
     def dataset(self) -> str:
         return self.config.data.dataset
+
+    @property
+    def embedding_epoch(self) -> Optional[int]:
+        """The epoch the saved embeddings are from (metrics.json's best epoch)."""
+        return int(self.metrics["best"]["epoch"]) if self.metrics else None
+
+    @property
+    def model_label(self) -> str:
+        """The label with the saved model's epoch; a best epoch inside the
+        warm-up means the saved model was trained with BPR only, and says so."""
+        epoch = self.embedding_epoch
+        if epoch is None:
+            return self.label
+        if self.method != "bpr" and epoch <= self.config.train.warmup_epochs:
+            return f"{self.label} (epoch {epoch}: still the BPR warm-up model)"
+        return f"{self.label} (epoch {epoch})"
 
     def embeddings(self) -> Tuple[np.ndarray, np.ndarray]:
         """([num_users, dim], [num_items, dim]) float32 of the best epoch."""
@@ -103,7 +119,8 @@ def load_run_data(runs: Sequence[Run], data_dir: Optional[str] = None) -> Dict[s
 
 
 def _by_dataset(table: pd.DataFrame):
-    return list(table.groupby("dataset", sort=False))
+    """[(short dataset name, rows)]: a dataset given as a folder is named by its last part."""
+    return [(Path(name).name, rows) for name, rows in table.groupby("dataset", sort=False)]
 
 
 def _panels(n: int, rows: int = 1, width: float = 5.5, height: float = 4.0):
@@ -112,8 +129,13 @@ def _panels(n: int, rows: int = 1, width: float = 5.5, height: float = 4.0):
     return fig, axes
 
 
-def _color(method: str, fallback: int):
-    return METHOD_COLORS.get(method, f"C{3 + fallback}")
+def _colors(rows: pd.DataFrame) -> Dict[str, str]:
+    """{label: colour}: the method's colour while each method has one run in
+    the panel, matplotlib's cycle otherwise."""
+    runs = rows.drop_duplicates("label")
+    if runs["method"].is_unique and set(runs["method"]) <= set(METHOD_COLORS):
+        return {l: METHOD_COLORS[m] for l, m in zip(runs["label"], runs["method"])}
+    return {l: f"C{n}" for n, l in enumerate(runs["label"])}
 
 
 def _save(fig: Figure, out) -> Path:
@@ -148,8 +170,9 @@ def plot_curves(table: pd.DataFrame, out, metric: str = "recall@20") -> Path:
     groups = _by_dataset(table)
     fig, axes = _panels(len(groups))
     for ax, (dataset, t) in zip(axes[0], groups):
-        for n, (label, c) in enumerate(t.groupby("label", sort=False)):
-            ax.plot(c["epoch"], c[metric], marker="o", label=label, color=_color(c["method"].iloc[0], n))
+        colors = _colors(t)
+        for label, c in t.groupby("label", sort=False):
+            ax.plot(c["epoch"], c[metric], marker="o", label=label, color=colors[label])
         for w in sorted(set(t.loc[t["method"] != "bpr", "warmup_epochs"]) or set(t["warmup_epochs"])):
             ax.axvline(w, color="grey", linestyle="--", linewidth=1, label=f"end of warm-up (epoch {w})")
         ax.set_title(f"{dataset}: training curves")
@@ -180,10 +203,11 @@ def landscape_tables(runs: Sequence[Run], data: Dict[str, Interactions], ts: Seq
     for r in runs:
         user_emb, item_emb = r.embeddings()
         losses = landscape.loss_landscape(user_emb, item_emb, *triples[r.dataset], ts, direction_seed)
-        key = {"dataset": r.dataset, "label": r.label, "method": r.method, "run": str(r.path)}
+        key = {"dataset": r.dataset, "label": r.model_label, "method": r.method, "run": str(r.path),
+               "embedding_epoch": r.embedding_epoch}
         curves += [{**key, "t": float(t), "bpr_loss": float(v)} for t, v in zip(ts, losses)]
         rise = landscape.flatness(ts, losses, flat_at)
-        flat.append({**key, "loss_at_0": float(losses[np.argmin(np.abs(np.asarray(ts)))]),
+        flat.append({**key, "loss_at_0": float(np.interp(0.0, ts, losses)),
                      **{f"rise@{s:g}": v for s, v in rise.items()}})
     return pd.DataFrame(curves), pd.DataFrame(flat)
 
@@ -193,8 +217,9 @@ def plot_landscape(table: pd.DataFrame, out) -> Path:
     groups = _by_dataset(table)
     fig, axes = _panels(2, rows=len(groups))
     for row, (dataset, t) in zip(axes, groups):
-        for n, (label, c) in enumerate(t.groupby("label", sort=False)):
-            color = _color(c["method"].iloc[0], n)
+        colors = _colors(t)
+        for label, c in t.groupby("label", sort=False):
+            color = colors[label]
             base = c.loc[(c["t"].abs()).idxmin(), "bpr_loss"]
             row[0].plot(c["t"], c["bpr_loss"], label=label, color=color)
             row[1].plot(c["t"], c["bpr_loss"] - base, label=label, color=color)
@@ -228,8 +253,8 @@ def longtail_table(runs: Sequence[Run], data: Dict[str, Interactions], k: int = 
         by_group = evaluators[r.dataset].recall_by_item_group(user_emb, item_emb, group, k=k)
         for g in range(len(edges) - 1):
             recall, users = by_group.get(g, (float("nan"), 0))
-            rows.append({"dataset": r.dataset, "label": r.label, "method": r.method, "run": str(r.path),
-                         "group": g, "degree_lo": int(edges[g]), "degree_hi": int(edges[g + 1]),
+            rows.append({"dataset": r.dataset, "label": r.model_label, "method": r.method, "run": str(r.path),
+                         "embedding_epoch": r.embedding_epoch, "group": g, "degree_lo": int(edges[g]), "degree_hi": int(edges[g + 1]),
                          "items": int((group == g).sum()), f"recall@{k}": recall, "users": users})
     return pd.DataFrame(rows)
 
@@ -241,14 +266,16 @@ def plot_longtail(table: pd.DataFrame, out, k: int = 20) -> Path:
     col = f"recall@{k}"
     for ax, (dataset, t) in zip(axes[0], groups):
         bins = t.drop_duplicates("group").sort_values("group")
-        labels = list(dict.fromkeys(t["label"]))
+        colors = _colors(t)
+        labels = list(colors)
         width = 0.8 / len(labels)
         x = np.arange(len(bins))
         for n, label in enumerate(labels):
             c = t[t["label"] == label].sort_values("group")
             bars = ax.bar(x + (n - (len(labels) - 1) / 2) * width, c[col], width, label=label,
-                          color=_color(c["method"].iloc[0], n))
+                          color=colors[label])
             ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        ax.set_xlim(-0.5, len(bins) - 0.5)
         ax.set_xticks(x, [f"[{lo}, {hi})\n{it} items, {u} users" for lo, hi, it, u in
                           zip(bins["degree_lo"], bins["degree_hi"], bins["items"], bins["users"])])
         ax.set_title(f"{dataset}: Recall@{k} by item degree")
@@ -297,8 +324,8 @@ def plot_sensitivity(table: pd.DataFrame, param: str, out) -> Path:
                 ax.set_xscale("log")
         else:
             ax.set_xticks(sorted(set(table[param])))
-        ax.set_title(f"SharpCF: {metric} against {param}")
-        ax.set_xlabel(PARAM_NAMES[param])
+        ax.set_title(f"{metric} against {PARAM_NAMES[param][0]}")
+        ax.set_xlabel(PARAM_NAMES[param][1])
         ax.set_ylabel(f"{metric} (final epoch)")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -33,7 +33,9 @@ CHECKPOINTS = "checkpoints"
 BEST = f"{CHECKPOINTS}/best"
 LAST = f"{CHECKPOINTS}/last"
 EMBEDDINGS = ("user_embeddings.npy", "item_embeddings.npy")
-OUTPUTS = (CONFIG, HISTORY, METRICS, TENSORBOARD, CHECKPOINTS, *EMBEDDINGS)
+# In the order `clear` removes them: metrics.json first (the run no longer looks
+# finished), config.json last (until then it still looks like a run).
+OUTPUTS = (METRICS, CHECKPOINTS, TENSORBOARD, HISTORY, *EMBEDDINGS, CONFIG)
 
 
 class WriteError(TrainingError):

@@ -30,7 +30,7 @@ from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.input_pipeline import chunks_per_epoch, steps_per_epoch, training_dataset
+from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
 from tf_sharpcf.objectives import APR, SharpCF, make_objective
 from tf_sharpcf.optimizers import make_optimizer
@@ -110,7 +110,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
     callbacks = [EpochCounter(), EpochTimer(),
-                 StopOnNonFiniteLoss(k, steps_per_epoch(data.num_train, t.batch_size)),
+                 StopOnNonFiniteLoss(k, data.num_train, t.batch_size),
                  Evaluate(evaluator, e.eval_every, t.epochs), history, best,
                  LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
 

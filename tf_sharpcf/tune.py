@@ -11,6 +11,7 @@ trials are not run again. See docs/tuning.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ ALGORITHMS = ("bayesian", "random", "hyperband")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tf_sharpcf.tuning import PARAMETERS  # noqa: keeps TensorFlow out of --help's way below
+    from tf_sharpcf.tuning import PARAMETERS
     p = argparse.ArgumentParser(prog="python -m tf_sharpcf.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "adv_weight [0.1, 10], lr {0.0025, 0.005, 0.01}, l2 {0.003, 0.01, 0.03})")
     for param in PARAMETERS.values():
         one = space.add_mutually_exclusive_group()
-        one.add_argument(f"--{param.flag}-range", nargs=2, type=param.kind, metavar=("LO", "HI"), help=param.doc)
+        one.add_argument(f"--{param.flag}-range", nargs=2, type=param.kind, metavar=("LO", "HI"),
+                         help=f"{param.doc}: sample in [LO, HI]" + (" (integers)" if param.kind is int
+                                                                     else " log-uniformly"))
         one.add_argument(f"--{param.flag}-values", nargs="+", type=param.kind, metavar="V",
                          help=f"choose {param.name} among these")
     space.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
@@ -97,8 +100,7 @@ def settings_from_args(args: argparse.Namespace):
     for text in args.fix:
         name, space = tuning.parse_fix(text)
         if name in overrides and overrides[name].kind != "fixed":
-            raise ConfigError(f"invalid --fix: {name} also has --{tuning.PARAMETERS[name].flag}-"
-                              f"{overrides[name].kind.replace('values', 'values').replace('range', 'range')}")
+            raise ConfigError(f"invalid --fix: {name} also has --{tuning.PARAMETERS[name].flag}-{overrides[name].kind}")
         overrides[name] = space
     return tuning.SearchSettings(
         base=base, space=tuning.search_space(base.train.method, overrides), algorithm=args.search,
@@ -111,10 +113,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         from tf_sharpcf import tuning
         if args.resume:
+            _check_resume_flags(args)
             project = args.project_name or _default_project(args)
             settings = tuning.load_settings(Path(args.directory), project)
             if args.max_trials:
-                settings = tuning.dataclasses.replace(settings, max_trials=args.max_trials)
+                settings = dataclasses.replace(settings, max_trials=args.max_trials)
             settings.validate()
         else:
             settings = settings_from_args(args)
@@ -126,6 +129,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return e.exit_code
     print(json.dumps(summary, indent=2))
     return 0
+
+
+RESUME_FLAGS = {"resume", "max_trials", "directory", "project_name", "no_final", "quiet", "dataset", "method"}
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume takes the stored settings: other settings would be silently ignored."""
+    defaults = vars(build_parser().parse_args([]))
+    given = sorted(k for k, v in vars(args).items() if k not in RESUME_FLAGS and v != defaults.get(k))
+    if given:
+        raise ConfigError(f"invalid --resume: the search keeps its stored settings; drop "
+                          f"{', '.join('--' + k.replace('_', '-') for k in given)} (or re-run without --resume)")
 
 
 def _default_project(args: argparse.Namespace, base: Optional[Config] = None) -> str:

@@ -42,6 +42,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -146,18 +147,18 @@ class Parameter:
 ALL_METHODS = ("bpr", "apr", "sharpcf")
 PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
     Parameter("lambda", "lam", float, ("sharpcf",), Space.range(1e-3, 10.0),
-              "SharpCF's λ (log-uniform; the paper's Fig. 5 range)"),
+              "SharpCF's λ (the paper's Fig. 5 range)"),
     Parameter("window", "window", int, ("sharpcf",), Space.range(1, 7),
-              "SharpCF's epoch window E (integers; the paper's Fig. 6 range)"),
-    Parameter("eps", "eps", float, ("apr",), Space.range(0.01, 1.0), "APR's perturbation norm ρ (log-uniform)"),
+              "SharpCF's epoch window E (the paper's Fig. 6 range)"),
+    Parameter("eps", "eps", float, ("apr",), Space.range(0.01, 1.0), "APR's perturbation norm ρ"),
     Parameter("adv_weight", "adv_weight", float, ("apr",), Space.range(0.1, 10.0),
-              "APR's adversarial weight α (log-uniform)"),
+              "APR's adversarial weight α"),
     # lr and L2 default to log grids, not continuous ranges: every (lr, L2) pair
     # needs its own warm-up, and a grid keeps that to at most 9.
     Parameter("lr", "lr", float, ALL_METHODS, Space.choice(2.5e-3, 5e-3, 1e-2),
-              "learning rate (log grid around the default 5e-3)"),
+              "learning rate"),
     Parameter("l2", "l2", float, ALL_METHODS, Space.choice(3e-3, 1e-2, 3e-2),
-              "L2 weight (log grid around the default 1e-2)"),
+              "L2 weight on the batch embeddings"),
 )}
 _ALIASES = {"lam": "lambda", "adv-weight": "adv_weight", "e": "window"}
 
@@ -300,17 +301,20 @@ class SearchSettings:
 
     def differences(self, other: "SearchSettings") -> List[str]:
         """Settings that differ, except max_trials (a re-run may extend a search)."""
-        a, b = self.to_dict(), other.to_dict()
-        a.pop("max_trials"), b.pop("max_trials")
-        out = []
-        for key in sorted(set(a) | set(b)):
-            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-                for sub in sorted(set(a[key]) | set(b[key])):
-                    if a[key].get(sub) != b[key].get(sub):
-                        out.append(f"{key}.{sub}: {b[key].get(sub)} -> {a[key].get(sub)}")
-            elif a.get(key) != b.get(key):
-                out.append(f"{key}: {b.get(key)} -> {a.get(key)}")
-        return out
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return [f"{key}: {b.get(key)} -> {a.get(key)}" for key in sorted(set(a) | set(b))
+                if key != "max_trials" and a.get(key) != b.get(key)]
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{"base": {"train": {"lam": 1}}} -> {"base.train.lam": 1}; a space entry stays whole."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping) and not (prefix.startswith("space.") or not value):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _require(ok: bool, flag: str, message: str) -> None:
@@ -484,10 +488,12 @@ class Tuner(BaseTuner):
         try:
             metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, init_checkpoint=init,
                                                start_epoch=warm["epochs"] if init else 0)
+        except (NonFiniteLoss, TrainingError) as e:
+            raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
         except Exception as e:
-            if isinstance(e, (NonFiniteLoss, TrainingError)):
-                raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
-            raise
+            # keras-tuner would record anything else as a failed trial and go
+            # on; a bug or bad data must stop the search (`search` unwraps it).
+            raise kt_errors.FatalError(str(e)) from e
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.perf_counter() - start
@@ -518,7 +524,7 @@ class Tuner(BaseTuner):
     def trial_summaries(self) -> List[Dict[str, Any]]:
         """One dict per trial in id order: keras-tuner's status + trial_summary.json."""
         rows = []
-        for trial_id in sorted(self.oracle.trials):
+        for trial_id in sorted(self.oracle.trials, key=int):
             trial = self.oracle.trials[trial_id]
             path = Path(self.project_dir) / f"trial_{trial_id}" / "trial_summary.json"
             if path.exists():
@@ -680,9 +686,16 @@ def search(settings: SearchSettings, directory: Path, project_name: str, data: O
     if verbose:
         print(f"search on {validation.describe()}", file=sys.stderr)
     tuner = Tuner(settings, validation, directory, project_name, verbose=verbose)
+    tuner.oracle.verbose = verbose
     start = time.perf_counter()
     try:
-        tuner.search(verbose=verbose)
+        with warnings.catch_warnings():
+            # The Gaussian process warns when the objectives seen so far are
+            # (nearly) equal, e.g. while λ's term has not switched on yet.
+            warnings.filterwarnings("ignore", module="sklearn.gaussian_process")
+            tuner.search()
+    except kt_errors.FatalError as e:
+        raise (e.__cause__ or e) from None
     except RuntimeError as e:
         if "consecutive failures" not in str(e):
             raise
