@@ -1,17 +1,20 @@
 """Training on several replicas (`tf.distribute`) computes what one device computes.
 
-The equivalence runs train BPR, APR and SharpCF for 3 epochs (6 steps each,
-the last batch 15 rows: split 7/8 across 2 replicas) with a fixed input order,
-under the default strategy in this process and under 2 replicas in child
-processes: MirroredStrategy over 2 logical CPU devices (which must be set up
-before TensorFlow starts, hence a fresh process), and MultiWorkerMirroredStrategy
-with 2 worker processes on 127.0.0.1. Losses per epoch, embeddings after every
-epoch and the trajectory table must agree to float tolerance, and every
-replica's copy of every table must be identical.
+The equivalence runs train BPR, APR and SharpCF for 3 epochs of 6 steps with a
+fixed input order (175 interactions, global batch 32: the short last batch of
+15 rows splits 7/8 across the replicas), under the default strategy in this
+process and under 2 replicas in child processes: MirroredStrategy over 2
+logical CPU devices (they must be set up before TensorFlow starts, hence a
+fresh process) and MultiWorkerMirroredStrategy with 2 worker processes on
+127.0.0.1. Per-epoch losses, the embeddings after every epoch and the
+trajectory table must agree to float tolerance, and every replica's copy of
+every table must be identical.
 
-Run as a script (`python tests/test_distribute.py MODE OUT [TASK]`) this file
-is the child process.
+Run as a script (`python tests/test_distribute.py MODE OUT DATA`) this file is
+the child process.
 """
+import csv
+import functools
 import json
 import os
 import socket
@@ -23,15 +26,71 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import tf_sharpcf  # noqa: E402,F401  (Keras-2 switch before TensorFlow)
+from conftest import write_lightgcn  # noqa: E402
+
 METHODS = ("bpr", "apr", "sharpcf")
+# Batches per call on 2 replicas: SharpCF goes through Keras' multi-step loop
+# (the 5 full batches in one call, the short one alone); BPR and APR take one
+# batch per call, which traces faster.
+BATCHES_PER_CALL = {"bpr": 1, "apr": 1, "sharpcf": 8}
 BATCH, EPOCHS = 32, 3
+CHILD_TIMEOUT_S = 300
 
 
-def tiny_interactions(folder: Path) -> Path:
-    """25 users x 7 items of 40: N = 175 = 5 x 32 + 15."""
-    sys.path.insert(0, str(HERE))
-    from conftest import write_lightgcn
+# ---------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_replica_slices_cut_a_batch_into_contiguous_parts_in_replica_order():
+    import tensorflow as tf
+    from tf_sharpcf.distribute import replica_slice
+    ids = tf.range(5)
+    # B = 5, R = 2: rows [⌊0·5/2⌋, ⌊1·5/2⌋) = [0, 2) and [2, 5)
+    parts = [replica_slice((ids,), r, 2)[0].numpy().tolist() for r in range(2)]
+    assert parts == [[0, 1], [2, 3, 4]]
+    # B = 1, R = 2: one replica gets nothing
+    assert [replica_slice((ids[:1],), r, 2)[0].numpy().tolist() for r in range(2)] == [[], [0]]
+
+
+def test_steps_per_execution_puts_the_short_batch_in_a_call_of_its_own():
+    from tf_sharpcf.distribute import steps_per_execution
+    assert steps_per_execution(128, 810128, 8192, 2) == 98     # Gowalla: 98 full batches + 1 short
+    assert steps_per_execution(8, 175, 32, 2) == 5              # 5 full + 15 rows: 5 | 5
+    assert steps_per_execution(4, 175, 32, 2) == 1              # 4 does not divide 5
+    assert steps_per_execution(4, 160, 32, 2) == 4              # no short batch
+    assert steps_per_execution(4, 175, 32, 1) == 4              # one replica: unchanged
+
+
+def test_replica_helpers_are_the_identity_on_one_device():
+    import tensorflow as tf
+    from tf_sharpcf.distribute import (gather_across_replicas, global_batch_share,
+                                       sum_rows_over_global_batch)
+    from tf_sharpcf.sparse import sum_repeated_rows
+    grads, ids = tf.constant([[1.0, 0.0], [2.0, 1.0], [0.5, 0.5]]), tf.constant([4, 7, 4])
+    assert global_batch_share(tf.constant(3)) is None
+    out = gather_across_replicas(ids, grads)
+    assert out[0] is ids and out[1] is grads
+    np.testing.assert_array_equal(sum_rows_over_global_batch(grads, ids), sum_repeated_rows(grads, ids))
+
+
+def test_unknown_strategy_is_a_config_error():
+    from tf_sharpcf.config import Config
+    from tf_sharpcf.errors import ConfigError
+    with pytest.raises(ConfigError, match="--strategy"):
+        Config().replace(train={"strategy": "tpu"}).validate()
+
+
+# ---------------------------------------------------------------------------
+# Equivalence runs
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """25 users x 7 training items of 40: N = 175 = 5 x 32 + 15."""
+    folder = tmp_path_factory.mktemp("distribute") / "data"
     rng = np.random.default_rng(3)
     train, test = {}, {}
     for u in range(25):
@@ -40,13 +99,12 @@ def tiny_interactions(folder: Path) -> Path:
     return write_lightgcn(folder, train, test)
 
 
-def train_run(folder: Path, method: str, strategy, optimizer: str = "lazyadam"):
-    """Trains `method` under `strategy`; -> dict of numpy arrays."""
+def train_run(folder: Path, method: str, strategy) -> dict:
+    """Trains `method` (LazyAdam) under `strategy` through `fit_input`; -> numpy arrays."""
     import tensorflow as tf
     from tf_sharpcf.callbacks import EpochCounter
     from tf_sharpcf.datasets import load_lightgcn
-    from tf_sharpcf.distribute import distribute_batches
-    from tf_sharpcf.input_pipeline import steps_per_epoch, training_dataset
+    from tf_sharpcf.distribute import fit_input
     from tf_sharpcf.model import MatrixFactorization
     from tf_sharpcf.objectives import APR, BPR, SharpCF
     from tf_sharpcf.optimizers import make_optimizer
@@ -58,67 +116,57 @@ def train_run(folder: Path, method: str, strategy, optimizer: str = "lazyadam"):
                      "apr": lambda: APR(eps=0.5, adv_weight=1.0, l2=1e-2),
                      "sharpcf": lambda: SharpCF(TrajectoryTable(1, data.num_train), lam=0.5, l2=1e-2)}[method]()
         model = MatrixFactorization(data.num_users, data.num_items, dim=8, seed=0, objective=objective)
-        lr = {"sgd": 20.0, "adagrad": 2.0}.get(optimizer, 0.05)
-        model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=False, steps_per_execution=int(os.environ.get("SPE", 4)))
+        optimizer = make_optimizer("lazyadam", 0.05)
+    plan = fit_input(strategy, data, BATCH, 0, 0, EPOCHS, batches_per_chunk=BATCHES_PER_CALL[method],
+                     jit_compile=False)
+    model.compile(optimizer=optimizer, jit_compile=plan.jit_compile, steps_per_execution=plan.steps_per_execution)
     snapshots = []
 
     class Snapshot(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             snapshots.append(np.concatenate([model.user_embedding.numpy(), model.item_embedding.numpy()]))
 
-    dataset = distribute_batches(strategy, training_dataset(data, BATCH, seed=0, start_epoch=0, end_epoch=EPOCHS))
-    history = model.fit(dataset, epochs=EPOCHS, steps_per_epoch=steps_per_epoch(data.num_train, BATCH),
+    history = model.fit(plan.dataset, epochs=EPOCHS, steps_per_epoch=plan.steps_per_epoch,
                         callbacks=[EpochCounter(), Snapshot()], verbose=0)
-    out = {"loss": np.array(history.history["loss"]), "embeddings": np.stack(snapshots)}
-    if method == "apr":
-        out["adversarial_loss"] = np.array(history.history["adversarial_loss"])
+    out = {name: np.array(values) for name, values in history.history.items()}
+    out["embeddings"] = np.stack(snapshots)
+    tables = [model.user_embedding, model.item_embedding]
     if method == "sharpcf":
-        out["trajectory_loss"] = np.array(history.history["trajectory_loss"])
         out["table"] = objective.table.scores.numpy()
-    # Every replica's copy of every table: spread across copies, 0 when equal.
-    copies = [strategy.experimental_local_results(v) for v in
-              [model.user_embedding, model.item_embedding]
-              + ([objective.table.scores] if method == "sharpcf" else [])]
-    out["copy_spread"] = np.array(max(float(np.max(np.abs(c.numpy() - vs[0].numpy())))
-                                      for vs in copies for c in vs))
+        tables.append(objective.table.scores)
+    # Largest difference between a replica's copy of a table and the first copy.
+    out["copy_spread"] = np.array(max(
+        float(np.max(np.abs(copy.numpy() - copies[0].numpy())))
+        for copies in map(strategy.experimental_local_results, tables) for copy in copies))
     out["replicas"] = np.array(strategy.num_replicas_in_sync)
     return out
 
 
-CASES = [(m, "lazyadam") for m in METHODS] + [("bpr", "sgd"), ("bpr", "adagrad")]
+@functools.lru_cache(maxsize=None)
+def reference(folder: Path) -> dict:
+    import tensorflow as tf
+    return {method: train_run(folder, method, tf.distribute.get_strategy()) for method in METHODS}
+
+
+def fit_args(folder: Path, out: Path, strategy: str):
+    """`fit` flags for APR: 1 BPR warm-up epoch, then 1 APR epoch."""
+    return ["--dataset", str(folder), "--method", "apr", "--epochs", "2", "--warmup-epochs", "1",
+            "--dim", "8", "--batch-size", str(BATCH), "--steps-per-execution", "8", "--no-jit",
+            "--eval-every", "1", "--quiet", "--output-dir", str(out), "--strategy", strategy]
 
 
 def child(mode: str, out_dir: Path, folder: Path) -> None:
-    import tf_sharpcf  # noqa: F401
     import tensorflow as tf
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tf_sharpcf.distribute import make_strategy
     strategy = make_strategy(mode)
-    for method, optimizer in CASES:
-        result = train_run(folder, method, strategy, optimizer)
-        np.savez(out_dir / f"{method}-{optimizer}.npz", **result)
-
-
-def run_children(mode: str, tmp_path: Path, workers: int):
-    folder = tiny_interactions(tmp_path / "data")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    outs = [tmp_path / f"worker{i}" for i in range(workers)]
-    procs = []
-    if workers > 1:
-        ports = free_ports(workers)
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    for i, out in enumerate(outs):
-        out.mkdir()
-        if workers > 1:
-            env = {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen([sys.executable, __file__, mode, str(out), str(folder)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = [p.communicate(timeout=240)[0] for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-4000:]
-    return folder, outs
+    for method in METHODS:
+        np.savez(out_dir / f"{method}.npz", **train_run(folder, method, strategy))
+    if mode == "mirrored":
+        from tf_sharpcf.fit import main
+        assert main(fit_args(folder, out_dir / "fit", mode)) == 0
 
 
 def free_ports(n: int):
@@ -131,24 +179,88 @@ def free_ports(n: int):
     return ports
 
 
-def assert_same_training(folder: Path, outs):
-    import tensorflow as tf
-    for method, optimizer in CASES:
-        reference = train_run(folder, method, tf.distribute.get_strategy(), optimizer)
-        for out in outs:
-            got = dict(np.load(out / f"{method}-{optimizer}.npz"))
-            assert int(got["replicas"]) == 2
-            assert float(got["copy_spread"]) == 0.0, (method, optimizer)
-            for key in reference:
-                if key in ("replicas", "copy_spread"):
-                    continue
-                np.testing.assert_allclose(got[key], reference[key], rtol=2e-5, atol=2e-6,
-                                           err_msg=f"{method}/{optimizer}: {key}")
+def start_children(mode: str, tmp_path: Path, folder: Path, workers: int):
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if workers > 1:
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
+    runs = []
+    for i in range(workers):
+        out = tmp_path / f"{mode}-{i}"
+        out.mkdir()
+        if workers > 1:
+            env = {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        runs.append((out, subprocess.Popen([sys.executable, __file__, mode, str(out), str(folder)], env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    return runs
 
 
-def test_two_mirrored_replicas_train_like_one_device(tmp_path):
-    folder, outs = run_children("mirrored", tmp_path, workers=1)
-    assert_same_training(folder, outs)
+def finish_children(runs):
+    logs = [proc.communicate(timeout=CHILD_TIMEOUT_S)[0] for _, proc in runs]
+    for (_, proc), log in zip(runs, logs):
+        assert proc.returncode == 0, log[-4000:]
+    return [{method: dict(np.load(out / f"{method}.npz")) for method in METHODS} for out, _ in runs]
+
+
+def assert_same_training(results, expected):
+    for method in METHODS:
+        got, want = results[method], expected[method]
+        assert int(got["replicas"]) == 2 and int(want["replicas"]) == 1
+        assert float(got["copy_spread"]) == 0.0, method
+        assert set(got) == set(want)
+        for key in want:
+            if key not in ("replicas", "copy_spread"):
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=f"{method}: {key}")
+
+
+@pytest.fixture(scope="module")
+def children(tiny_data, tmp_path_factory):
+    """Starts the mirrored child and both workers at once (each traces on one
+    core; the machine has more) and cleans up whatever is left at the end."""
+    tmp = tmp_path_factory.mktemp("children")
+    runs = {"mirrored": start_children("mirrored", tmp, tiny_data, workers=1),
+            "multi-worker": start_children("multi-worker", tmp, tiny_data, workers=2)}
+    yield runs
+    for group in runs.values():
+        for _, proc in group:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.subprocess
+def test_two_mirrored_replicas_train_like_one_device(tiny_data, children):
+    expected = reference(tiny_data)            # computed while the children run
+    [results] = finish_children(children["mirrored"])
+    assert_same_training(results, expected)
+
+
+@pytest.mark.subprocess
+def test_fit_with_the_mirrored_strategy_writes_the_run_one_device_writes(tiny_data, children, tmp_path):
+    from tf_sharpcf.fit import main
+    assert main(fit_args(tiny_data, tmp_path / "fit", "default")) == 0
+    [(out, _)] = children["mirrored"]
+    finish_children(children["mirrored"])
+    mirrored, default = out / "fit", tmp_path / "fit"
+    assert json.loads((mirrored / "config.json").read_text())["train"]["strategy"] == "mirrored"
+    got, want = (list(csv.DictReader(open(run / "history.csv"))) for run in (mirrored, default))
+    assert [row["epoch"] for row in got] == ["1", "2"]
+    for column in ("loss", "bpr_loss", "adversarial_loss", "recall@20"):
+        np.testing.assert_allclose([float(r[column] or "nan") for r in got],
+                                   [float(r[column] or "nan") for r in want], rtol=1e-4, err_msg=column)
+    for name in ("user_embeddings.npy", "item_embeddings.npy"):
+        np.testing.assert_allclose(np.load(mirrored / name), np.load(default / name), rtol=1e-5, atol=1e-6)
+    assert (mirrored / "checkpoints" / "best" / "ckpt.index").exists()
+
+
+@pytest.mark.subprocess
+def test_two_workers_train_like_one_device(tiny_data, children):
+    expected = reference(tiny_data)
+    workers = finish_children(children["multi-worker"])
+    for results in workers:
+        assert_same_training(results, expected)
+    for method in METHODS:        # the workers' copies are the same to the bit
+        for key in workers[0][method]:
+            np.testing.assert_array_equal(workers[0][method][key], workers[1][method][key])
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ import csv
 import errno
 import io
 import json
-
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import write_lightgcn
 from tf_sharpcf import callbacks, checkpointing, run_dir, train
 from tf_sharpcf.fit import main
 
@@ -19,8 +20,22 @@ FAST = ["--dim", "8", "--batch-size", "32", "--steps-per-execution", "2", "--no-
 
 
 def run_args(folder, out, *extra):
-    return ["--dataset", str(folder), "--method", "sharpcf", "--epochs", "3", "--warmup-epochs", "1",
-            "--window", "1", "--eval-every", "1", "--output-dir", str(out), *FAST, *extra]
+    return ["--dataset", str(folder), "--method", "bpr", "--epochs", "2", "--eval-every", "1",
+            "--output-dir", str(out), *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 2-epoch run, trained once for the module; copy it before changing it."""
+    root = tmp_path_factory.mktemp("finished")
+    rng = np.random.default_rng(0)
+    train_rows, test_rows = {}, {}
+    for u in range(30):
+        items = rng.choice(40, size=8, replace=False)
+        train_rows[u], test_rows[u] = items[:6].tolist(), items[6:].tolist()
+    folder = write_lightgcn(root / "tiny", train_rows, test_rows)
+    assert main(run_args(folder, root / "run")) == 0
+    return root / "run"
 
 
 def snapshot(out):
@@ -42,7 +57,7 @@ def test_an_injected_nan_stops_training_naming_the_epoch_and_keeps_the_last_chec
             self.model.user_embedding[0].assign(tf.fill([8], float("nan")))
     monkeypatch.setattr(callbacks.EpochCounter, "on_epoch_begin", poison_epoch_3)
     out = tmp_path / "run"
-    assert main(run_args(tiny_folder, out)) == 3
+    assert main(run_args(tiny_folder, out, "--epochs", "3")) == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: training stopped: non-finite loss (nan) in epoch 3 (batches ")
     assert f"the last good checkpoint is {out / 'checkpoints' / 'last'} (epoch 2)" in err
@@ -121,16 +136,15 @@ class _FullFile:
 
 
 @pytest.mark.parametrize("target", ["history.csv", "last", "metrics.json"])
-def test_a_full_disk_leaves_the_previous_files_intact_with_a_clear_error(tiny_folder, tmp_path, capsys,
+def test_a_full_disk_leaves_the_previous_files_intact_with_a_clear_error(finished_run, tmp_path, capsys,
                                                                          monkeypatch, target):
-    out = tmp_path / "run"
-    assert main(run_args(tiny_folder, out)) == 0
+    out = shutil.copytree(finished_run, tmp_path / "run")
     before = snapshot(out)
-    DiskFull(monkeypatch, target)
-    code = main(["--resume", str(out), "--epochs", "4", "--quiet"])
+    fault = DiskFull(monkeypatch, target)
+    code = main(["--resume", str(out), "--epochs", "3", "--quiet"])
     monkeypatch.undo()
     err = capsys.readouterr().err
-    assert code == 3, err
+    assert code == 3 and fault.hits == 1, err
     assert "error: could not write" in err and "No space left on device" in err and target in err
     after = snapshot(out)
     names = {"history.csv": ["history.csv"], "metrics.json": ["metrics.json"],
@@ -139,8 +153,8 @@ def test_a_full_disk_leaves_the_previous_files_intact_with_a_clear_error(tiny_fo
         assert after.get(name) == before[name], name
     assert not [p for p in out.rglob("*.tmp*")], "a temporary file was left behind"
     # whatever was written is still a consistent run to resume
-    assert main(["--resume", str(out), "--epochs", "4", "--quiet"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 4
+    assert main(["--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 3
 
 
 def test_a_full_disk_while_saving_embeddings_keeps_the_old_file(tmp_path, monkeypatch):
@@ -198,9 +212,9 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_new_run_refuses_an_unfinished_one_and_overwrite_starts_over(tiny_folder, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(run_args(tiny_folder, out)) == 0
+def test_a_new_run_refuses_an_unfinished_one_and_overwrite_starts_over(tiny_folder, finished_run, tmp_path,
+                                                                       capsys):
+    out = shutil.copytree(finished_run, tmp_path / "run")
     (out / "metrics.json").unlink()                     # as if killed before the end
     before = snapshot(out)
     assert main(run_args(tiny_folder, out)) == 2
@@ -209,17 +223,27 @@ def test_a_new_run_refuses_an_unfinished_one_and_overwrite_starts_over(tiny_fold
     assert snapshot(out) == before
     (out / "notes.txt").write_text("mine")
     old_events = {p.name for p in (out / "tensorboard").iterdir()}
-    assert main(run_args(tiny_folder, out, "--epochs", "2", "--overwrite")) == 0
+    assert main(run_args(tiny_folder, out, "--epochs", "1", "--overwrite")) == 0
     assert not old_events & {p.name for p in (out / "tensorboard").iterdir()}
-    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 2
-    assert checkpointing.read_meta(out / "checkpoints" / "last")["epoch"] == 2
+    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 1
+    assert checkpointing.read_meta(out / "checkpoints" / "last")["epoch"] == 1
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_resume_cannot_be_combined_with_overwrite(tiny_folder, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(run_args(tiny_folder, out, "--epochs", "1")) == 0
+def test_resume_cannot_be_combined_with_overwrite(finished_run, capsys):
+    out = finished_run
     before = snapshot(out)
     assert main(["--resume", str(out), "--overwrite"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert snapshot(out) == before
+
+
+def test_a_failing_tensorboard_writer_is_a_write_error(finished_run, tmp_path, capsys, monkeypatch):
+    out = shutil.copytree(finished_run, tmp_path / "run")
+
+    def full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+    monkeypatch.setattr(tf.summary, "create_file_writer", full)
+    assert main(["--resume", str(out), "--epochs", "3", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert f"error: could not write {out / 'tensorboard'}: No space left on device" in err

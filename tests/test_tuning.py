@@ -25,8 +25,10 @@ class Recorder:
         real_train, real_dataset = train.train_and_evaluate, tuning.training_dataset
 
         def run(config, workdir, data=None, **kw):
-            self.runs.append((config, workdir, data))
+            self.runs.append((config, workdir, data, kw))
             if self.stop_at is not None and len(self.runs) == self.stop_at:
+                # the process dies after the first epoch past the warm start
+                real_train(config.replace(train={"epochs": config.train.warmup_epochs + 1}), workdir, data, **kw)
                 raise KeyboardInterrupt("killed during a trial")
             return real_train(config, workdir, data, **kw)
 
@@ -99,6 +101,12 @@ def test_rerun_continues_without_repeating_finished_trials(searched):
     assert [r[1].name for r in killed.runs] == ["trial_0", "trial_1"]
     assert [r[1].name for r in rerun.trial_runs()] == ["trial_1", "trial_2"]
     assert [r[1].name for r in rerun.runs][-1] == "final"
+    # trial 1 continued from its own last checkpoint (epoch 3), trial 2 from the warm start
+    (_, _, _, kw1), (_, _, _, kw2) = rerun.trial_runs()
+    assert kw1["resume"] and kw1["init_checkpoint"] is None
+    assert not kw2["resume"] and kw2["init_checkpoint"] is not None and kw2["start_epoch"] == 2
+    history = list(csv.DictReader(open(searched["project"] / "trial_1" / "history.csv")))
+    assert [r["epoch"] for r in history] == ["3", "4"]
 
 
 def test_resume_extends_the_search_by_the_missing_trials_only(searched, monkeypatch):

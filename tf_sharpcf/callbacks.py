@@ -3,9 +3,11 @@ loss check, evaluation, the history file and TensorBoard scalars, the
 best-epoch checkpoint and the training checkpoint to resume from."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import re
 import socket
 import sys
 import time
@@ -14,10 +16,10 @@ from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from tf_sharpcf import checkpointing
+from tf_sharpcf import checkpointing, run_dir
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.run_dir import atomic_save_npy, atomic_write_text
+from tf_sharpcf.run_dir import WriteError, atomic_save_npy, atomic_write_text
 
 
 class EpochCounter(tf.keras.callbacks.Callback):
@@ -109,22 +111,32 @@ class History(tf.keras.callbacks.Callback):
         super().__init__()
         self.path, self.columns, self.verbose = path, ["epoch", *columns], verbose
         self.rows: List[Dict] = list(rows or [])
+        self.tensorboard_dir, self.writer = tensorboard_dir, None
         if resume:
             self.flush()
-            if tensorboard_dir:
-                purge_tensorboard(Path(tensorboard_dir), self.rows[-1]["epoch"] + 1 if self.rows else 1)
-        self.writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir else None
+        if tensorboard_dir:
+            with self._writing_tensorboard():
+                if resume:
+                    purge_tensorboard(Path(tensorboard_dir), self.rows[-1]["epoch"] + 1 if self.rows else 1)
+                self.writer = tf.summary.create_file_writer(str(tensorboard_dir))
+
+    @contextlib.contextmanager
+    def _writing_tensorboard(self):
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as e:
+            raise WriteError(self.tensorboard_dir, e) from None
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if k in self.columns}}
         self.rows.append(row)
         self.flush()
         if self.writer:
-            with self.writer.as_default(step=epoch + 1):
+            with self._writing_tensorboard(), self.writer.as_default(step=epoch + 1):
                 for k, v in row.items():
                     if k != "epoch":
                         tf.summary.scalar(k, v)
-            self.writer.flush()
+                self.writer.flush()
         if self.verbose:
             parts = [f"epoch {epoch + 1}"] + [f"{k} {row[k]:.4f}" for k in self.columns[1:]
                                               if k in row and k not in ("seconds", "eval_seconds")]
@@ -151,12 +163,15 @@ def purge_tensorboard(folder: Path, step: int) -> None:
     at the largest step (discards nothing) and one at `step`. They go into
     their own file, named to sort after the existing event files and before
     the writer's next one: TensorBoard reads a folder's event files in name
-    order, and names begin with the creation time in seconds, so this waits
-    for the next second.
+    order, and names begin with the creation time in seconds. The file takes
+    the newest existing time stamp (or the last second), and waits for the
+    next second only when that is the current one.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    now = int(time.time())
-    name = f"events.out.tfevents.{now:010d}.{socket.gethostname()}.~restart-{step}"
+    stamps = [int(m.group(1)) for p in folder.iterdir()
+              if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", p.name))]
+    stamp = max([int(time.time()) - 1, *stamps])
+    name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.~restart-{step}"
     start = tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START)
     events = [tf.compat.v1.Event(wall_time=time.time(), file_version="brain.Event:2"),
               tf.compat.v1.Event(wall_time=time.time(), step=2 ** 63 - 1, session_log=start),
@@ -167,7 +182,7 @@ def purge_tensorboard(folder: Path, step: int) -> None:
     with tf.io.TFRecordWriter(str(folder / name)) as f:
         for event in events:
             f.write(event.SerializeToString())
-    while int(time.time()) <= now:
+    while int(time.time()) <= stamp:
         time.sleep(0.05)
 
 
@@ -187,9 +202,10 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
             return
         self.best = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()
                                             if k.startswith(("recall@", "ndcg@"))}}
-        checkpointing.write(self.workdir / "checkpoints" / "best", self.model, meta=self.best)
-        atomic_save_npy(self.workdir / "user_embeddings.npy", self.model.user_embedding.numpy())
-        atomic_save_npy(self.workdir / "item_embeddings.npy", self.model.item_embedding.numpy())
+        checkpointing.write(self.workdir / run_dir.BEST, self.model, meta=self.best)
+        users, items = run_dir.EMBEDDINGS
+        atomic_save_npy(self.workdir / users, self.model.user_embedding.numpy())
+        atomic_save_npy(self.workdir / items, self.model.item_embedding.numpy())
 
 
 class LastCheckpoint(tf.keras.callbacks.Callback):

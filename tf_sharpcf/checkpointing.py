@@ -66,15 +66,12 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
             os.replace(old, folder)          # a save was cut short between its renames
         for stale in (tmp, old):
             remove(stale)
-        try:
-            training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
-        except tf.errors.OpError as e:
-            raise OSError(getattr(e, "error_code", None), e.message) from None
+        training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2))
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
-    except OSError as e:
+    except (OSError, tf.errors.OpError) as e:
         remove(tmp)
         raise WriteError(folder, e) from None
     remove(old)

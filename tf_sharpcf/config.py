@@ -15,6 +15,7 @@ from tf_sharpcf.errors import ConfigError
 
 METHODS = ("bpr", "apr", "sharpcf")
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
+STRATEGIES = ("default", "mirrored", "multi-worker")    # tf.distribute, see distribute.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,8 @@ class TrainConfig:
     seed: int = 0
     steps_per_execution: int = 0   # batches per call into the graph; 0: 128
     jit_compile: bool = True       # XLA: ~4x faster epochs on CPU, ~5-15 s compile per run
-    checkpoint_every: int = 1      # checkpoints/last/ every N epochs (and after the last); 0: only after the last
+    checkpoint_every: int = 1      # checkpoints/last/ every N epochs and after the last (0: only then)
+    strategy: str = "default"      # tf.distribute: default (one device), mirrored, multi-worker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Config:
         _check(t.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {t.method!r}")
         _check(t.optimizer in OPTIMIZERS, "optimizer",
                f"must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+        _check(t.strategy in STRATEGIES, "strategy",
+               f"must be one of {', '.join(STRATEGIES)}, got {t.strategy!r}")
         _check(_is_int(m.dim) and m.dim >= 1, "dim", f"must be an integer >= 1, got {m.dim!r}")
         _check(_finite(m.init_std) and m.init_std > 0, "init-std", f"must be > 0, got {m.init_std!r}")
         _check(_is_int(t.epochs) and t.epochs >= 1, "epochs", f"must be an integer >= 1, got {t.epochs!r}")

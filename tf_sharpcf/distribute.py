@@ -25,14 +25,15 @@ adds no op to the graph.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from tf_sharpcf.config import STRATEGIES
+from tf_sharpcf.datasets import Interactions
 from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.input_pipeline import chunks_per_epoch, steps_per_epoch, training_dataset
 from tf_sharpcf.sparse import sum_repeated_rows
-
-STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 # ---------------------------------------------------------------------------
@@ -92,6 +93,53 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def steps_per_execution(requested: int, num_train: int, batch_size: int, num_replicas: int) -> int:
+    """Batches per call into Keras' train function on `num_replicas` replicas.
+
+    A collective op inside Keras' in-graph step loop keeps one instance key for
+    the whole call, and TensorFlow requires it to see the same shape on every
+    iteration; the epoch's short last batch gives other per-replica shapes. So
+    with a short batch the count is the largest divisor of the F full batches
+    per epoch that is <= `requested`: Keras ends each call at the epoch's end,
+    and the short batch then runs in a call of its own (F = 98 on Gowalla at
+    B = 8192: 98 full batches in one call, then the short one).
+    """
+    full, tail = divmod(num_train, batch_size)
+    if num_replicas == 1 or not tail or not full:
+        return requested
+    return max(d for d in range(1, min(requested, full) + 1) if full % d == 0)
+
+
+class FitInput(NamedTuple):
+    """What `model.compile` / `model.fit` take for one training phase."""
+    dataset: Union[tf.data.Dataset, tf.distribute.DistributedDataset]
+    steps_per_epoch: int         # train_step calls per epoch
+    steps_per_execution: int     # train_step calls per call into the train function
+    jit_compile: bool
+
+
+def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: int, seed: int,
+              start_epoch: int, end_epoch: int, batches_per_chunk: int, jit_compile: bool) -> FitInput:
+    """The training input for epochs [start_epoch, end_epoch) under `strategy`.
+
+    One replica: chunks of `batches_per_chunk` batches, looped inside the
+    (XLA-compiled) train step. Several replicas: one global batch per
+    train_step, sliced across replicas (`distribute_batches`), and Keras loops
+    over `steps_per_execution(batches_per_chunk, ...)` of them per call: the
+    optimizer's and the objectives' cross-replica steps (merge calls) cannot
+    sit inside the train step's own loop. No XLA then: on CPU devices the
+    compiled step cannot reach the other replicas' variable copies.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return FitInput(training_dataset(data, batch_size, seed, start_epoch, end_epoch,
+                                         batches_per_chunk=batches_per_chunk),
+                        chunks_per_epoch(data.num_train, batch_size, batches_per_chunk), 1, jit_compile)
+    dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch)
+    return FitInput(distribute_batches(strategy, dataset), steps_per_epoch(data.num_train, batch_size),
+                    steps_per_execution(batches_per_chunk, data.num_train, batch_size, replicas), False)
+
+
 # ---------------------------------------------------------------------------
 # Inside the train step (replica context)
 
@@ -128,7 +176,14 @@ def gather_across_replicas(*tensors: tf.Tensor) -> Tuple[tf.Tensor, ...]:
     context = _replica_context()
     if context is None:
         return tensors
-    return tuple(context.all_gather(list(tensors), axis=0))
+    return tuple(context.all_gather(_on_replica_device(tensors), axis=0))
+
+
+def _on_replica_device(tensors: Sequence[tf.Tensor]):
+    """Copies made on this replica's device. `all_gather` sends each value to
+    its tensor's device, and a tensor straight from the input iterator can
+    carry none (MultiWorkerMirroredStrategy inside Keras' step loop)."""
+    return [tf.identity(t) for t in tensors]
 
 
 def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -146,7 +201,7 @@ def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     local = tf.shape(ids)[0]
     share = global_batch_share(local)
     sizes, all_grads, all_ids = context.all_gather(
-        [local[None], share * grads, tf.reshape(ids, [-1])], axis=0)
+        _on_replica_device([local[None], share * grads, tf.reshape(ids, [-1])]), axis=0)
     summed = sum_repeated_rows(all_grads, all_ids)
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
     offset = tf.reduce_sum(tf.where(tf.range(tf.size(sizes)) < replica, sizes, 0))

@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 from tf_sharpcf import run_dir
-from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
+from tf_sharpcf.config import METHODS, OPTIMIZERS, STRATEGIES, Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
 
 DEFAULT_OUTPUT_DIR = "runs/latest"
@@ -36,11 +36,12 @@ FLAGS = {
     "l2": ("train", "l2"), "seed": ("train", "seed"),
     "steps_per_execution": ("train", "steps_per_execution"), "jit_compile": ("train", "jit_compile"),
     "eval_every": ("eval", "eval_every"), "ks": ("eval", "ks"), "eval_user_batch": ("eval", "user_batch"),
-    "checkpoint_every": ("train", "checkpoint_every"),
+    "checkpoint_every": ("train", "checkpoint_every"), "strategy": ("train", "strategy"),
 }
 # Flags that may differ from the run's config.json under --resume: the epoch
-# count, and where the data is found (not what it is).
-RESUME_MAY_CHANGE = ("epochs", "data_dir")
+# count, and two that leave the numbers alone: where the data is found (not
+# what it is) and how often the run is checkpointed.
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "checkpoint_every")
 OPTION_NAMES = {"lam": "--lambda", "ks": "--k", "jit_compile": "--no-jit"}
 
 
@@ -72,15 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches per call into the compiled graph (0: 128)")
     p.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
                    help="run the train step without XLA (slower epochs, no compile time)")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help=f"tf.distribute: one device, every local device (mirrored), or the workers "
+                        f"in $TF_CONFIG (multi-worker); see docs/scaling.md (default {d.train.strategy})")
     p.add_argument("--eval-every", type=int, help=f"evaluate every N epochs (default {d.eval.eval_every})")
     p.add_argument("--k", dest="ks", type=int, nargs="+", help=f"cut-offs K (default {list(d.eval.ks)})")
     p.add_argument("--eval-user-batch", type=int, help=f"users per scoring matmul (default {d.eval.user_batch})")
     p.add_argument("--checkpoint-every", type=int,
                    help=f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
                         f"0: only after the last (default {d.train.checkpoint_every})")
-    p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}); "
-                                        "its parent folder must exist")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --output-dir")
+    p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
+                                        "with its parents); the parent folder of one given must exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished or unfinished run in --output-dir")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its last checkpoint (its config.json; "
                         "only --epochs may change, and only grow)")
@@ -106,20 +111,24 @@ def flag_sections(args: argparse.Namespace) -> dict:
 
 def resume_config(args: argparse.Namespace) -> Config:
     """The config.json of the run in --resume DIR; flags must agree with it,
-    except --epochs (which may grow) and --data-dir/--no-download."""
+    except --epochs (which may grow), --data-dir, --no-download and
+    --checkpoint-every."""
     if args.config:
         raise ConfigError("invalid --config: not with --resume, which uses the run's own config.json")
     if args.overwrite:
-        raise ConfigError("invalid --overwrite: not with --resume (--overwrite starts over, --resume continues)")
+        raise ConfigError("invalid --overwrite: not with --resume "
+                          "(--overwrite starts over, --resume continues)")
     if args.output_dir is not None and Path(args.output_dir).resolve() != Path(args.resume).resolve():
         raise ConfigError(f"invalid --output-dir: --resume continues the run in {args.resume} and writes there")
     stored = run_dir.stored_config(Path(args.resume))
     sections = flag_sections(args)
-    differ = [f"{OPTION_NAMES.get(flag, '--' + flag.replace('_', '-'))} "
-              f"(given {sections[section][field]!r}, the run has {getattr(getattr(stored, section), field)!r})"
-              for flag, (section, field) in FLAGS.items()
-              if flag not in RESUME_MAY_CHANGE and field in sections.get(section, {})
-              and sections[section][field] != getattr(getattr(stored, section), field)]
+    differ = []
+    for flag, (section, field) in FLAGS.items():
+        given = sections.get(section, {})
+        has = getattr(getattr(stored, section), field)
+        if flag not in RESUME_MAY_CHANGE and field in given and given[field] != has:
+            name = OPTION_NAMES.get(flag, "--" + flag.replace("_", "-"))
+            differ.append(f"{name} (given {given[field]!r}, the run has {has!r})")
     if differ:
         raise ConfigError(f"invalid --resume: flags differ from {Path(args.resume) / run_dir.CONFIG}: "
                           f"{', '.join(differ)}; only --epochs may change when resuming")

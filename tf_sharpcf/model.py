@@ -33,6 +33,9 @@ class MatrixFactorization(tf.keras.Model):
             name="item_embedding", shape=[self.num_items, self.dim], dtype=tf.float32,
             initializer=tf.keras.initializers.RandomNormal(stddev=init_std, seed=seed + 1))
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Under a tf.distribute strategy every replica's logs are already the
+        # global batch's (see `batch_step`): report the first, never their sum.
+        self.distribute_reduction_method = "first"
         self._objective = None
         self._trackers = {}
         if objective is not None:

@@ -39,10 +39,14 @@ OUTPUTS = (METRICS, CHECKPOINTS, TENSORBOARD, HISTORY, *EMBEDDINGS, CONFIG)
 
 
 class WriteError(TrainingError):
-    """A file of the run could not be written (disk full, permissions)."""
+    """A file of the run could not be written (disk full, permissions).
 
-    def __init__(self, path: Path, error: OSError):
-        reason = error.strerror or str(error)
+    `error` is an OSError, or a `tf.errors.OpError` from TensorFlow's own
+    writers (checkpoints, TensorBoard).
+    """
+
+    def __init__(self, path: Path, error: Exception):
+        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
         super().__init__(f"could not write {path}: {reason}; its previous version, if any, is unchanged")
 
 
@@ -116,7 +120,8 @@ def check_writable(path: Path, flag: str = "--output-dir", make_parents: bool = 
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise ConfigError(f"invalid {flag}: {target} is not writable: {e.strerror or e}") from None
+        where = f"{path}: " if target != path else ""
+        raise ConfigError(f"invalid {flag}: {where}{target} is not writable: {e.strerror or e}") from None
 
 
 def is_finished(path: Path) -> bool:

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-from tf_sharpcf import checkpointing, run_dir
+from tf_sharpcf import checkpointing, distribute, run_dir
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
                                   LastCheckpoint, StopOnNonFiniteLoss)
 from tf_sharpcf.config import Config
@@ -95,22 +95,27 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     run_dir.atomic_write_text(workdir / run_dir.CONFIG, config.to_json())
 
     t, e = config.train, config.eval
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs an op.
+    strategy = distribute.make_strategy(t.strategy)
     tf.keras.utils.set_random_seed(t.seed)
-    model, objective, optimizer = build_model(config, data)
+    with strategy.scope():
+        model, objective, optimizer = build_model(config, data)
     rows, best_so_far = [], None
-    if resume and checkpointing.find(workdir / run_dir.LAST):
-        meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
-        start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
-    elif init_checkpoint is not None:
-        checkpointing.restore(init_checkpoint, model, optimizer)
+    with strategy.scope():                  # restoring builds the optimizer's slots
+        if resume and checkpointing.find(workdir / run_dir.LAST):
+            meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
+            start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
+        elif init_checkpoint is not None:
+            checkpointing.restore(init_checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
     history = History(workdir / run_dir.HISTORY, [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=verbose, resume=resume)
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
+    batches_per_step = k if strategy.num_replicas_in_sync == 1 else 1    # see distribute.fit_input
     callbacks = [EpochCounter(), EpochTimer(),
-                 StopOnNonFiniteLoss(k, data.num_train, t.batch_size),
+                 StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size),
                  Evaluate(evaluator, e.eval_every, t.epochs), history, best,
                  LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
 
@@ -120,11 +125,12 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
             if start >= end:
                 continue
             model.set_objective(phase_objective)
-            model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
-            model.fit(training_dataset(data, t.batch_size, t.seed, start, end, batches_per_chunk=k),
-                      initial_epoch=start, epochs=end,
-                      steps_per_epoch=chunks_per_epoch(data.num_train, t.batch_size, k),
-                      callbacks=callbacks, verbose=1 if verbose > 1 else 0)
+            fit_input = distribute.fit_input(strategy, data, t.batch_size, t.seed, start, end, k, t.jit_compile)
+            model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
+                          steps_per_execution=fit_input.steps_per_execution)
+            model.fit(fit_input.dataset, initial_epoch=start, epochs=end,
+                      steps_per_epoch=fit_input.steps_per_epoch,
+                      callbacks=callbacks, verbose=1 if verbose else 0)
     except TrainingError as err:
         err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
         raise

@@ -64,7 +64,7 @@ class TrajectoryTable(tf.Module):
         ids, scores = gather_across_replicas(ids, tf.stop_gradient(scores))
         mask = self._slot_mask(epoch)
         rows = tf.gather(self.scores, ids)
-        new = rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
+        new = rows * (1.0 - mask) + scores[:, None] * mask
         return self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def is_filled(self, epoch: tf.Tensor) -> tf.Tensor:

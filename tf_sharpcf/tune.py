@@ -22,18 +22,16 @@ from tf_sharpcf import fit
 from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
 
-ALGORITHMS = ("bayesian", "random", "hyperband")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from tf_sharpcf.tuning import PARAMETERS
+    from tf_sharpcf.tuning import ALGORITHMS, PARAMETERS
     p = argparse.ArgumentParser(prog="python -m tf_sharpcf.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     d = Config()
     base = p.add_argument_group("training settings shared by every trial (as in fit)")
     base.add_argument("--config", help="JSON config file to start from (flags override it)")
-    base.add_argument("--dataset", help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {d.data.dataset})")
+    base.add_argument("--dataset",
+                      help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {d.data.dataset})")
     base.add_argument("--data-dir", help="data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)")
     base.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     base.add_argument("--method", choices=METHODS, help=f"(default {d.train.method})")
@@ -47,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         base.add_argument(f"--{flag}", type=kind, help=f"(default {default})")
     base.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.train.optimizer})")
     base.add_argument("--steps-per-execution", type=int, help="batches per call into the compiled graph (0: 128)")
+    base.add_argument("--checkpoint-every", type=int,
+                      help="each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
+                           f"(0: only after the last; default {d.train.checkpoint_every})")
     base.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
                       help="train without XLA (slower epochs, no compile time)")
 
@@ -100,11 +101,12 @@ def settings_from_args(args: argparse.Namespace):
     for text in args.fix:
         name, space = tuning.parse_fix(text)
         if name in overrides and overrides[name].kind != "fixed":
-            raise ConfigError(f"invalid --fix: {name} also has --{tuning.PARAMETERS[name].flag}-{overrides[name].kind}")
+            flag = f"--{tuning.PARAMETERS[name].flag}-{overrides[name].kind}"
+            raise ConfigError(f"invalid --fix: {name} also has {flag}")
         overrides[name] = space
     return tuning.SearchSettings(
         base=base, space=tuning.search_space(base.train.method, overrides), algorithm=args.search,
-        max_trials=args.max_trials or 20, initial_points=args.initial_points,
+        max_trials=20 if args.max_trials is None else args.max_trials, initial_points=args.initial_points,
         hyperband_factor=args.hyperband_factor, val_fraction=args.val_fraction).validate()
 
 
@@ -116,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _check_resume_flags(args)
             project = args.project_name or _default_project(args)
             settings = tuning.load_settings(Path(args.directory), project)
-            if args.max_trials:
+            if args.max_trials is not None:
                 settings = dataclasses.replace(settings, max_trials=args.max_trials)
             settings.validate()
         else:

@@ -54,8 +54,8 @@ from keras_tuner.engine.base_tuner import BaseTuner
 from keras_tuner.engine.hyperparameters import HyperParameters
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
-from tf_sharpcf import checkpointing, train
-from tf_sharpcf.callbacks import EpochCounter, EpochTimer, NonFiniteLoss
+from tf_sharpcf import checkpointing, run_dir, train
+from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, split_validation
 from tf_sharpcf.errors import ConfigError, TfSharpCFError, TrainingError
@@ -217,7 +217,7 @@ class SearchSettings:
     space: Dict[str, Space]
     algorithm: str = "bayesian"
     max_trials: int = 20
-    initial_points: Optional[int] = None      # Bayesian: random trials first (None: see `oracle`)
+    initial_points: Optional[int] = None      # Bayesian: random trials first (None: see make_oracle)
     hyperband_factor: int = 3
     val_fraction: float = 0.1
 
@@ -271,20 +271,18 @@ class SearchSettings:
             raise ConfigError("invalid search space: every hyper-parameter is fixed, nothing to tune")
         for name, space in self.space.items():
             p = PARAMETERS[name]
-            flag = f"--{p.flag}-{'range' if space.kind == 'range' else 'values'}"
-            if space.kind == "fixed":
-                flag = "--fix"
-            _require(len(space.values) >= 1, flag[2:], "needs at least one value")
+            flag = "fix" if space.kind == "fixed" else f"{p.flag}-{space.kind}"
+            _require(len(space.values) >= 1, flag, "needs at least one value")
             if space.kind == "range":
                 lo, hi = space.values
-                _require(lo < hi, flag[2:], f"needs LO < HI, got {lo:g} {hi:g}")
-                _require(p.kind is int or lo > 0, flag[2:], f"is sampled log-uniformly: LO must be > 0, got {lo:g}")
+                _require(lo < hi, flag, f"needs LO < HI, got {lo:g} {hi:g}")
+                _require(p.kind is int or lo > 0, flag, f"is sampled log-uniformly: LO must be > 0, got {lo:g}")
             for v in space.values:
-                _require(p.kind is float or float(v) == int(v), flag[2:], f"needs integers, got {v:g}")
+                _require(p.kind is float or float(v) == int(v), flag, f"needs integers, got {v:g}")
                 try:
                     self.base.replace(train={p.field: p.kind(v)}).validate()
                 except ConfigError as e:
-                    raise ConfigError(f"invalid {flag}: {name} = {v:g}: {e}") from None
+                    raise ConfigError(f"invalid --{flag}: {name} = {v:g}: {e}") from None
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -391,9 +389,16 @@ class WarmStarts:
     def ensure(self, config: Config) -> Tuple[Dict[str, Any], bool]:
         """Trains the warm-up of `config` unless cached; -> (its meta, trained now)."""
         folder = self.folder(config)
-        if (folder / "checkpoint" / f"{checkpointing.PREFIX}.index").exists():
-            return checkpointing.read_meta(folder / "checkpoint"), False
+        if checkpointing.find(folder / "checkpoint") is not None:
+            return checkpointing.read_meta(checkpointing.find(folder / "checkpoint")), False
         return self._train(config, folder), True
+
+    def info(self, config: Config) -> Dict[str, Any]:
+        """{"key", "reused", "seconds", "epochs"} of `config`'s warm-up (trained if missing)."""
+        if not self.applies(config):
+            return {"key": None, "reused": False, "seconds": 0.0, "epochs": 0}
+        meta, trained = self.ensure(config)
+        return {"key": meta["key"], "reused": not trained, "seconds": meta["seconds"], "epochs": meta["epochs"]}
 
     def _train(self, config: Config, folder: Path) -> Dict[str, Any]:
         t = config.train
@@ -431,19 +436,18 @@ class WarmStarts:
         For SharpCF the folder is written under `scratch`: the warm-up's model
         and optimizer with a window-E table (see the module docstring).
         """
-        if not self.applies(config):
-            return None, {"key": None, "reused": False, "seconds": 0.0, "epochs": 0}
-        meta, trained = self.ensure(config)
-        info = {"key": meta["key"], "reused": not trained, "seconds": meta["seconds"], "epochs": meta["epochs"]}
+        info = self.info(config)
+        if info["key"] is None:
+            return None, info
         folder = self.folder(config)
         if config.train.method != "sharpcf":
-            return folder / "checkpoint", info
+            return checkpointing.find(folder / "checkpoint"), info
         return self._with_window(config, folder, Path(scratch)), info
 
     def _with_window(self, config: Config, folder: Path, out: Path) -> Path:
         t = config.train
         model, _, optimizer = train.build_model(config, self.data)
-        meta = checkpointing.restore(folder / "checkpoint", model, optimizer)
+        meta = checkpointing.restore(checkpointing.find(folder / "checkpoint"), model, optimizer)
         # The optimizer's slots are restored when created; create them now so
         # that the checkpoint written below carries them.
         optimizer.build(model.trainable_variables)
@@ -478,17 +482,25 @@ class Tuner(BaseTuner):
         super().__init__(oracle=make_oracle(settings), directory=str(directory), project_name=project_name)
 
     def run_trial(self, trial) -> Dict[str, float]:
+        """Trains the trial's Config on the split; -> its validation metrics.
+
+        A trial cut short by a killed process (keras-tuner runs it again after
+        a reload) continues from its own checkpoints/last/ when it has one.
+        """
         config = self.settings.trial_config(trial.hyperparameters.values)
         folder = Path(self.get_trial_dir(trial.trial_id))
         tf.keras.backend.clear_session()
         start = time.perf_counter()
         scratch = folder / "warm_start"
-        init, warm = self.warm_starts.checkpoint(config, scratch)
-        warm_trained = 0.0 if warm["reused"] else warm["seconds"]
+        resume = checkpointing.find(folder / run_dir.LAST) is not None
+        if resume:
+            init, warm = None, self.warm_starts.info(config)
+        else:
+            init, warm = self.warm_starts.checkpoint(config, scratch)
         try:
             metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, init_checkpoint=init,
-                                               start_epoch=warm["epochs"] if init else 0)
-        except (NonFiniteLoss, TrainingError) as e:
+                                               start_epoch=warm["epochs"] if init else 0, resume=resume)
+        except TrainingError as e:             # a non-finite loss: a failed trial, the search goes on
             raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
         except Exception as e:
             # keras-tuner would record anything else as a failed trial and go
@@ -498,8 +510,8 @@ class Tuner(BaseTuner):
             shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.perf_counter() - start
         # The split's checkpoints and embeddings are not needed once scored.
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        for name in ("user_embeddings.npy", "item_embeddings.npy"):
+        shutil.rmtree(folder / run_dir.CHECKPOINTS, ignore_errors=True)
+        for name in run_dir.EMBEDDINGS:
             (folder / name).unlink(missing_ok=True)
         best = metrics["best"]
         summary = {
@@ -507,8 +519,9 @@ class Tuner(BaseTuner):
             "hyperparameters": {n: getattr(config.train, PARAMETERS[n].field) for n in self.settings.space},
             OBJECTIVE: best[f"recall@{OBJECTIVE_K}"], SECONDARY: best[f"ndcg@{OBJECTIVE_K}"],
             "best_epoch": best["epoch"], "epochs": config.train.epochs,
-            "trained_epochs": config.train.epochs - (warm["epochs"] if init else 0),
-            "seconds": seconds, "warm_start": {**warm, "trained_seconds": warm_trained},
+            "trained_epochs": config.train.epochs - warm["epochs"],
+            "seconds": seconds, "resumed": resume,
+            "warm_start": {**warm, "trained_seconds": 0.0 if warm["reused"] else warm["seconds"]},
         }
         atomic_write_text(folder / "trial_summary.json", json.dumps(summary, indent=2))
         if self.verbose:
@@ -722,23 +735,30 @@ def search(settings: SearchSettings, directory: Path, project_name: str, data: O
     }
     if final:
         summary["final"] = retrain(best_config, project / "final", data, verbose)
+        previous = project / "summary.json"
+        if summary["final"]["reused"] and previous.exists():
+            # keep the time the retrain took when it ran
+            summary["final"]["seconds"] = (json.loads(previous.read_text()).get("final") or {}).get("seconds")
     atomic_write_text(project / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
 def retrain(config: Config, folder: Path, data: Interactions, verbose: int = 1) -> Dict[str, Any]:
-    """Trains `config` on all training data and evaluates it on test, in `folder`
-    (skipped when `folder` already holds that finished run)."""
-    done = folder / "metrics.json"
-    if done.exists() and (folder / "config.json").exists() and \
-            Config.from_dict(json.loads((folder / "config.json").read_text())) == config:
-        metrics = json.loads(done.read_text())
+    """Trains `config` on all training data and evaluates it on test, in `folder`.
+
+    A finished run of the same Config there is reused; an unfinished one
+    continues from its checkpoints/last/.
+    """
+    same = (folder / run_dir.CONFIG).exists() and \
+        Config.from_dict(json.loads((folder / run_dir.CONFIG).read_text())) == config
+    if same and (folder / run_dir.METRICS).exists():
+        metrics = json.loads((folder / run_dir.METRICS).read_text())
         return {"test": {"best": metrics["best"], "final": metrics["final"]}, "seconds": None, "reused": True}
-    if folder.exists():
+    if folder.exists() and not same:
         shutil.rmtree(folder)
     tf.keras.backend.clear_session()
     start = time.perf_counter()
-    metrics = train.train_and_evaluate(config, folder, data=data, verbose=0)
+    metrics = train.train_and_evaluate(config, folder, data=data, verbose=0, resume=same)
     seconds = time.perf_counter() - start
     if verbose:
         print(f"final retrain ({folder}): test recall@20 {metrics['final']['recall@20']:.4f}, "
