@@ -82,9 +82,29 @@ def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder,
     (root / "runs" / "bpr-seed1" / "metrics.json").unlink()
     calls = []
 
-    def fake(config, workdir, data=None, verbose=1):
+    def fake(config, workdir, data=None, verbose=1, resume=False):
         calls.append(workdir.name)
         return saved
     monkeypatch.setattr(train, "train_and_evaluate", fake)
     assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
     assert calls == ["bpr-seed1"]
+
+
+def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatch):
+    path = tmp_path / "e.toml"
+    path.write_text(TOML.format(folder=tiny_folder).replace('seeds = [0, 1]', 'seeds = [0]')
+                    .replace('methods = ["bpr", "sharpcf"]', 'methods = ["bpr"]')
+                    .replace("[overrides.sharpcf.train]\nwindow = 1\nlam = 0.5\n", ""))
+    results = tmp_path / "results"
+    assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
+    run = results / "tiny" / "runs" / "bpr-seed0"
+    (run / "metrics.json").unlink()   # as if killed after its last checkpoint
+    import tf_sharpcf.train as train
+    real, seen = train.train_and_evaluate, []
+
+    def spy(*a, **k):
+        seen.append(k.get("resume"))
+        return real(*a, **k)
+    monkeypatch.setattr(train, "train_and_evaluate", spy)
+    assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
+    assert seen == [True] and (run / "metrics.json").exists()

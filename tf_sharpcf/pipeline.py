@@ -2,7 +2,7 @@
 
 Runs every method x seed of the definition into
 `<results-dir>/<name>/runs/<method>-seed<seed>/`, skipping runs that already
-have metrics.json (so an interrupted experiment resumes where it stopped), then
+have metrics.json and continuing an interrupted run from its last checkpoint, then
 writes `<results-dir>/<name>/table.md` and `table.csv`.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401
+from tf_sharpcf.config import Config
 from tf_sharpcf.errors import TfSharpCFError
 from tf_sharpcf.experiments import load_experiment, plan, summarize, table_csv_rows, table_markdown
 
@@ -45,10 +46,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             from tf_sharpcf import train
             if data is None:
                 data = train.load_data(run.config)
-            if out.exists():  # an interrupted run: start it again
+            # An interrupted run continues from its last checkpoint when its
+            # config is unchanged; a run of an edited definition starts over.
+            resume = (out / "config.json").exists() and \
+                Config.from_dict(json.loads((out / "config.json").read_text())) == run.config
+            if out.exists() and not resume:
                 shutil.rmtree(out)
-            print(f"[{exp.name}] {run.label}", file=sys.stderr, flush=True)
-            results[run.label] = train.train_and_evaluate(run.config, out, data, verbose=0 if args.quiet else 1)
+            print(f"[{exp.name}] {run.label}{' (resumed)' if resume else ''}", file=sys.stderr, flush=True)
+            results[run.label] = train.train_and_evaluate(run.config, out, data, verbose=0 if args.quiet else 1,
+                                                          resume=resume)
         summary = summarize(exp, results)
         root.mkdir(parents=True, exist_ok=True)
         (root / "table.md").write_text(table_markdown(exp, summary, results))
