@@ -1,14 +1,17 @@
 """Training on several replicas (`tf.distribute`) computes what one device computes.
 
-The equivalence runs train BPR, APR and SharpCF for 3 epochs of 6 steps with a
-fixed input order (175 interactions, global batch 32: the short last batch of
-15 rows splits 7/8 across the replicas), under the default strategy in this
+The equivalence runs train BPR, APR and SharpCF for 3 epochs of 7 steps with a
+fixed input order (175 interactions, global batch 29: 6 full batches split
+14/15 across the replicas, then a single row, so that one replica gets none),
+under the default strategy in this
 process and under 2 replicas in child processes: MirroredStrategy over 2
 logical CPU devices (they must be set up before TensorFlow starts, hence a
 fresh process) and MultiWorkerMirroredStrategy with 2 worker processes on
 127.0.0.1. Per-epoch losses, the embeddings after every epoch and the
 trajectory table must agree to float tolerance, and every replica's copy of
-every table must be identical.
+every table must be identical. `fit --strategy mirrored` must write the run
+`fit` writes on one device, and a MirroredStrategy over a single device must
+train like the default strategy.
 
 Run as a script (`python tests/test_distribute.py MODE OUT DATA`) this file is
 the child process.
@@ -20,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +37,13 @@ from conftest import write_lightgcn  # noqa: E402
 
 METHODS = ("bpr", "apr", "sharpcf")
 # Batches per call on 2 replicas: SharpCF goes through Keras' multi-step loop
-# (the 5 full batches in one call, the short one alone); BPR and APR take one
+# (the 6 full batches in one call, the short one alone); BPR and APR take one
 # batch per call, which traces faster.
 BATCHES_PER_CALL = {"bpr": 1, "apr": 1, "sharpcf": 8}
-BATCH, EPOCHS = 32, 3
+# One optimizer each, so that all three row-wise rules are checked; plain SGD
+# is the one that would notice a wrong loss scale (Adam's steps hardly do).
+OPTIMIZER = {"bpr": ("sgd", 10.0), "apr": ("adagrad", 0.5), "sharpcf": ("lazyadam", 0.05)}
+BATCH, EPOCHS = 29, 3
 CHILD_TIMEOUT_S = 300
 
 
@@ -57,11 +64,11 @@ def test_replica_slices_cut_a_batch_into_contiguous_parts_in_replica_order():
 
 def test_steps_per_execution_puts_the_short_batch_in_a_call_of_its_own():
     from tf_sharpcf.distribute import steps_per_execution
-    assert steps_per_execution(128, 810128, 8192, 2) == 98     # Gowalla: 98 full batches + 1 short
-    assert steps_per_execution(8, 175, 32, 2) == 5              # 5 full + 15 rows: 5 | 5
-    assert steps_per_execution(4, 175, 32, 2) == 1              # 4 does not divide 5
-    assert steps_per_execution(4, 160, 32, 2) == 4              # no short batch
-    assert steps_per_execution(4, 175, 32, 1) == 4              # one replica: unchanged
+    assert steps_per_execution(128, 810128, 8192) == 98     # Gowalla: 98 full batches + 1 short
+    assert steps_per_execution(8, 175, 32) == 5              # 5 full + 15 rows: 5 | 5
+    assert steps_per_execution(4, 175, 32) == 1              # 4 does not divide 5
+    assert steps_per_execution(4, 160, 32) == 4              # no short batch
+    assert steps_per_execution(4, 20, 32) == 4               # only a short batch
 
 
 def test_replica_helpers_are_the_identity_on_one_device():
@@ -70,7 +77,7 @@ def test_replica_helpers_are_the_identity_on_one_device():
                                        sum_rows_over_global_batch)
     from tf_sharpcf.sparse import sum_repeated_rows
     grads, ids = tf.constant([[1.0, 0.0], [2.0, 1.0], [0.5, 0.5]]), tf.constant([4, 7, 4])
-    assert global_batch_share(tf.constant(3)) is None
+    assert global_batch_share(ids) is None
     out = gather_across_replicas(ids, grads)
     assert out[0] is ids and out[1] is grads
     np.testing.assert_array_equal(sum_rows_over_global_batch(grads, ids), sum_repeated_rows(grads, ids))
@@ -89,7 +96,7 @@ def test_unknown_strategy_is_a_config_error():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """25 users x 7 training items of 40: N = 175 = 5 x 32 + 15."""
+    """25 users x 7 training items of 40: N = 175 = 6 x 29 + 1."""
     folder = tmp_path_factory.mktemp("distribute") / "data"
     rng = np.random.default_rng(3)
     train, test = {}, {}
@@ -100,7 +107,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def train_run(folder: Path, method: str, strategy) -> dict:
-    """Trains `method` (LazyAdam) under `strategy` through `fit_input`; -> numpy arrays."""
+    """Trains `method` under `strategy` through `fit_input`; -> numpy arrays."""
     import tensorflow as tf
     from tf_sharpcf.callbacks import EpochCounter
     from tf_sharpcf.datasets import load_lightgcn
@@ -116,7 +123,9 @@ def train_run(folder: Path, method: str, strategy) -> dict:
                      "apr": lambda: APR(eps=0.5, adv_weight=1.0, l2=1e-2),
                      "sharpcf": lambda: SharpCF(TrajectoryTable(1, data.num_train), lam=0.5, l2=1e-2)}[method]()
         model = MatrixFactorization(data.num_users, data.num_items, dim=8, seed=0, objective=objective)
-        optimizer = make_optimizer("lazyadam", 0.05)
+        optimizer = make_optimizer(*OPTIMIZER[method])
+        # Slots made now, not in the first trace: tf.function would trace again.
+        optimizer.build(model.trainable_variables)
     plan = fit_input(strategy, data, BATCH, 0, 0, EPOCHS, batches_per_chunk=BATCHES_PER_CALL[method],
                      jit_compile=False)
     model.compile(optimizer=optimizer, jit_compile=plan.jit_compile, steps_per_execution=plan.steps_per_execution)
@@ -180,6 +189,7 @@ def free_ports(n: int):
 
 
 def start_children(mode: str, tmp_path: Path, folder: Path, workers: int):
+    """-> [(output folder, process)]; each child's output goes to its log.txt."""
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
     if workers > 1:
         cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
@@ -189,16 +199,32 @@ def start_children(mode: str, tmp_path: Path, folder: Path, workers: int):
         out.mkdir()
         if workers > 1:
             env = {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        runs.append((out, subprocess.Popen([sys.executable, __file__, mode, str(out), str(folder)], env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        with open(out / "log.txt", "w") as log:
+            runs.append((out, subprocess.Popen([sys.executable, __file__, mode, str(out), str(folder)],
+                                               env=env, stdout=log, stderr=subprocess.STDOUT)))
     return runs
 
 
 def finish_children(runs):
-    logs = [proc.communicate(timeout=CHILD_TIMEOUT_S)[0] for _, proc in runs]
-    for (_, proc), log in zip(runs, logs):
-        assert proc.returncode == 0, log[-4000:]
+    """Waits for the children and loads their results. When one fails or time
+    runs out the others are stopped: a worker left alone waits for its peer."""
+    procs = [proc for _, proc in runs]
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while any(p.poll() is None for p in procs):
+        if any(p.returncode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+            stop(procs)
+            break
+        time.sleep(0.2)
+    for out, proc in runs:
+        assert proc.returncode == 0, (out / "log.txt").read_text()[-4000:]
     return [{method: dict(np.load(out / f"{method}.npz")) for method in METHODS} for out, _ in runs]
+
+
+def stop(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def assert_same_training(results, expected):
@@ -214,17 +240,26 @@ def assert_same_training(results, expected):
 
 @pytest.fixture(scope="module")
 def children(tiny_data, tmp_path_factory):
-    """Starts the mirrored child and both workers at once (each traces on one
-    core; the machine has more) and cleans up whatever is left at the end."""
+    """Starts the mirrored child and both workers at once, so that they overlap
+    with each other and with this process's reference runs; stops whatever is
+    left at the end."""
     tmp = tmp_path_factory.mktemp("children")
     runs = {"mirrored": start_children("mirrored", tmp, tiny_data, workers=1),
             "multi-worker": start_children("multi-worker", tmp, tiny_data, workers=2)}
     yield runs
     for group in runs.values():
-        for _, proc in group:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop([proc for _, proc in group])
+
+
+def test_mirrored_strategy_on_a_single_device_trains_like_the_default(tiny_data, children):
+    # `children` first, so that they run meanwhile. One replica, but the
+    # mirrored path: batches sliced for 1 replica, Keras' step loop, the
+    # optimizer's (trivial) all-reduce.
+    import tensorflow as tf
+    expected = reference(tiny_data)["bpr"]
+    got = train_run(tiny_data, "bpr", tf.distribute.MirroredStrategy(["/cpu:0"]))
+    for key in ("loss", "embeddings"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 @pytest.mark.subprocess

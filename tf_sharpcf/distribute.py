@@ -40,18 +40,29 @@ from tf_sharpcf.sparse import sum_repeated_rows
 # Strategies and input
 
 
+_strategies = {}
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """default: one device; mirrored: every local GPU, else every local (logical)
     CPU device; multi-worker: `MultiWorkerMirroredStrategy` over the cluster in
-    `TF_CONFIG` (must be created before TensorFlow runs any op)."""
+    `TF_CONFIG` (must be created before TensorFlow runs any op).
+
+    One instance per kind and process, reused by later runs (the tuner's):
+    every new MirroredStrategy starts its collective group and instance keys
+    from the same numbers, so a second one would collide with the first.
+    """
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name not in STRATEGIES:
+        raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name not in _strategies:
+        if name == "mirrored":
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            _strategies[name] = tf.distribute.MirroredStrategy([d.name for d in devices])
+        else:
+            _strategies[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _strategies[name]
 
 
 def replica_slice(columns: Sequence[tf.Tensor], replica: tf.Tensor, num_replicas: int):
@@ -93,8 +104,16 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def steps_per_execution(requested: int, num_train: int, batch_size: int, num_replicas: int) -> int:
-    """Batches per call into Keras' train function on `num_replicas` replicas.
+def is_mirrored(strategy: tf.distribute.Strategy) -> bool:
+    """True for MirroredStrategy and MultiWorkerMirroredStrategy, even with one
+    replica: their cross-replica steps (the optimizer's all-reduce, this
+    module's gathers) are merge calls, which cannot sit inside the train
+    step's own loop over a chunk of batches."""
+    return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+
+
+def steps_per_execution(requested: int, num_train: int, batch_size: int) -> int:
+    """Batches per call into Keras' train function under a mirrored strategy.
 
     A collective op inside Keras' in-graph step loop keeps one instance key for
     the whole call, and TensorFlow requires it to see the same shape on every
@@ -105,7 +124,7 @@ def steps_per_execution(requested: int, num_train: int, batch_size: int, num_rep
     B = 8192: 98 full batches in one call, then the short one).
     """
     full, tail = divmod(num_train, batch_size)
-    if num_replicas == 1 or not tail or not full:
+    if not tail or not full:
         return requested
     return max(d for d in range(1, min(requested, full) + 1) if full % d == 0)
 
@@ -122,22 +141,20 @@ def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: 
               start_epoch: int, end_epoch: int, batches_per_chunk: int, jit_compile: bool) -> FitInput:
     """The training input for epochs [start_epoch, end_epoch) under `strategy`.
 
-    One replica: chunks of `batches_per_chunk` batches, looped inside the
-    (XLA-compiled) train step. Several replicas: one global batch per
-    train_step, sliced across replicas (`distribute_batches`), and Keras loops
-    over `steps_per_execution(batches_per_chunk, ...)` of them per call: the
-    optimizer's and the objectives' cross-replica steps (merge calls) cannot
-    sit inside the train step's own loop. No XLA then: on CPU devices the
-    compiled step cannot reach the other replicas' variable copies.
+    Default strategy: chunks of `batches_per_chunk` batches, looped inside the
+    (XLA-compiled) train step. Mirrored strategies (`is_mirrored`): one global
+    batch per train_step, sliced across replicas (`distribute_batches`), and
+    Keras loops over `steps_per_execution(batches_per_chunk, ...)` of them per
+    call. No XLA then: on CPU devices the compiled step cannot reach the other
+    replicas' variable copies.
     """
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1:
+    if not is_mirrored(strategy):
         return FitInput(training_dataset(data, batch_size, seed, start_epoch, end_epoch,
                                          batches_per_chunk=batches_per_chunk),
                         chunks_per_epoch(data.num_train, batch_size, batches_per_chunk), 1, jit_compile)
     dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch)
     return FitInput(distribute_batches(strategy, dataset), steps_per_epoch(data.num_train, batch_size),
-                    steps_per_execution(batches_per_chunk, data.num_train, batch_size, replicas), False)
+                    steps_per_execution(batches_per_chunk, data.num_train, batch_size), False)
 
 
 # ---------------------------------------------------------------------------
@@ -152,13 +169,14 @@ def _replica_context() -> Optional[tf.distribute.ReplicaContext]:
     return context
 
 
-def global_batch_share(local_size: tf.Tensor) -> Optional[tf.Tensor]:
-    """Scalar float32 b_r / B (this replica's rows over the global batch's), or
-    None with one replica. Σ_r share_r · mean_r = the global batch mean."""
+def global_batch_share(rows: tf.Tensor) -> Optional[tf.Tensor]:
+    """rows: any [b_r, ...] tensor of this replica's batch -> scalar float32
+    b_r / B (its rows over the global batch's), or None with one replica.
+    Σ_r share_r · mean_r is the global batch mean."""
     context = _replica_context()
     if context is None:
         return None
-    local = tf.cast(local_size, tf.float32)
+    local = tf.cast(tf.shape(rows)[0], tf.float32)
     return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
 
@@ -199,7 +217,7 @@ def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     if context is None:
         return sum_repeated_rows(grads, ids)
     local = tf.shape(ids)[0]
-    share = global_batch_share(local)
+    share = global_batch_share(ids)
     sizes, all_grads, all_ids = context.all_gather(
         _on_replica_device([local[None], share * grads, tf.reshape(ids, [-1])]), axis=0)
     summed = sum_repeated_rows(all_grads, all_ids)

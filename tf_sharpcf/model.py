@@ -84,8 +84,10 @@ class MatrixFactorization(tf.keras.Model):
         `input_pipeline.training_dataset(batches_per_chunk=k)`), trained one
         batch after another in an in-graph loop. Under XLA the loop keeps the
         embedding tables in place across the chunk's steps, which is what makes
-        an epoch fast on CPU. Returns the running (per-batch) means of the
-        objective's logs.
+        an epoch fast on CPU. Under a mirrored `tf.distribute` strategy each
+        call gets one batch (`distribute.fit_input`): the cross-replica steps
+        cannot sit inside that loop. Returns the running (per-batch) means of
+        the objective's logs.
         """
         names = tuple(self._trackers)
         if data[0].shape.rank == 2:
@@ -119,14 +121,18 @@ class MatrixFactorization(tf.keras.Model):
         element_ids, users, pos_items, neg_items = batch
         with tf.GradientTape() as tape:
             loss, logs = self._objective(self, element_ids, users, pos_items, neg_items)
-            share = global_batch_share(tf.shape(users)[0])
+            share = global_batch_share(users)
             if share is not None:
-                loss = share * loss
+                # A replica can get no row of an epoch's short batch: its means
+                # are NaN (0/0), and multiply_no_nan makes its share of the
+                # loss and of the logs 0.
+                loss = tf.math.multiply_no_nan(loss, share)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         if share is not None:
-            logs = sum_across_replicas({name: share * value for name, value in logs.items()})
+            logs = sum_across_replicas({name: tf.math.multiply_no_nan(value, share)
+                                        for name, value in logs.items()})
         return logs
 
     def get_config(self):

@@ -30,7 +30,6 @@ from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
 from tf_sharpcf.objectives import APR, SharpCF, make_objective
 from tf_sharpcf.optimizers import make_optimizer
@@ -113,7 +112,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=verbose, resume=resume)
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
-    batches_per_step = k if strategy.num_replicas_in_sync == 1 else 1    # see distribute.fit_input
+    batches_per_step = 1 if distribute.is_mirrored(strategy) else k    # see distribute.fit_input
     callbacks = [EpochCounter(), EpochTimer(),
                  StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size),
                  Evaluate(evaluator, e.eval_every, t.epochs), history, best,
