@@ -127,6 +127,21 @@ class Config:
             parts[name] = kind(**values)
         return cls(**parts)
 
+    @classmethod
+    def from_file(cls, path) -> "Config":
+        """Reads a JSON config file; a missing or malformed file is a ConfigError
+        naming the file (and line)."""
+        from pathlib import Path
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path} not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
+        except TypeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """Returns a copy with fields replaced, e.g. replace(train={"lam": 1.0})."""
         parts = {}

@@ -13,7 +13,7 @@ each averaged over those users.
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -23,7 +23,6 @@ improvements of SharpCF w.r.t. BPR and APR.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import tomllib
 from pathlib import Path

@@ -383,14 +383,12 @@ def load_embeddings(run_dir: Path) -> tuple:
 
 def load_config(run_dir: Path) -> Config:
     path = run_dir / "config.json"
+    if not path.exists():
+        raise DataError(f"{path}: file not found (is {run_dir} a fit run?)")
     try:
-        return Config.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (is {run_dir} a fit run?)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: {e.msg}") from None
-    except TypeError as e:
-        raise DataError(f"{path}: {e}") from None
+        return Config.from_file(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
 
 
 def default_name(config: Config) -> str:

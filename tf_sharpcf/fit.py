@@ -145,13 +145,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     base = Config()
     if args.config:
         try:
-            base = Config.from_dict(json.loads(Path(args.config).read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"invalid --config: {args.config} not found") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"invalid --config: {args.config}:{e.lineno}: {e.msg}") from None
-        except TypeError as e:
-            raise ConfigError(f"invalid --config: {args.config}: {e}") from None
+            base = Config.from_file(args.config)
+        except ConfigError as e:
+            raise ConfigError(f"invalid --config: {e}") from None
     return base.replace(**flag_sections(args)).validate()
 
 

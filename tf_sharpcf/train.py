@@ -31,7 +31,7 @@ from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.objectives import APR, SharpCF, make_objective
+from tf_sharpcf.objectives import SharpCF, make_objective
 from tf_sharpcf.optimizers import make_optimizer
 
 # Batches trained per call into the compiled graph when the config says 0:
