@@ -85,3 +85,31 @@ def test_recall_by_group_counts_hits_per_group():
     groups = np.array([0, 0, 1, 1])
     got = recall_by_group(top, np.array([0, 1]), np.array([0, 0, 1]), np.array([1, 2, 3]), groups)
     assert got == {0: (1.0, 1), 1: (0.5, 2)}
+
+
+@pytest.mark.parametrize("group", [1, 3, 8, 64])
+@pytest.mark.parametrize("seed", range(3))
+def test_two_stage_top_k_matches_numpy_with_masks_and_ties(group, seed):
+    """masked_top_k (through Evaluator.top_k) against a stable numpy argsort.
+
+    Integer scores make ties common; one user has all but 3 items masked."""
+    rng = np.random.default_rng(seed)
+    users, items, k = 9, 203, 7
+    tr_u, tr_i = [], []
+    for u in range(users):
+        n = items - 3 if u == 4 else int(rng.integers(0, 60))
+        chosen = rng.choice(items, size=n, replace=False)
+        tr_u += [u] * n; tr_i += chosen.tolist()
+    te_u = np.arange(users, dtype=np.int32)
+    a = lambda x: np.asarray(x, np.int32)
+    data = Interactions("ties", users, items, a(tr_u), a(tr_i), te_u, a(rng.integers(0, items, users)))
+    U = rng.integers(-2, 3, size=(users, 3)).astype(np.float32)
+    I = rng.integers(-2, 3, size=(items, 3)).astype(np.float32)
+    ev = Evaluator(data, ks=(k,), user_batch=4, group_size=group)
+    top, hits = ev.top_k(U, I)
+    for u in range(users):
+        scores = U[u] @ I.T
+        scores[data.train_items[data.train_users == u]] = -np.inf
+        want = np.argsort(-scores, kind="stable")[:k]
+        assert top[u].tolist() == want.tolist(), (u, group)
+        assert hits[u].tolist() == [int(i) == int(data.test_items[u]) for i in want]
