@@ -4,8 +4,9 @@ evaluation time; implicit's BPR at the same dimension when it is installed.
     python -m benchmarks.epoch_time --dataset gowalla --data-dir ../shared/data
 
 Prints a table and writes JSON (--json). Medians over the timed epochs (the
-first epoch, which includes XLA compilation, is not timed). Ratios are taken
-within this one run, since the machine is shared and noisy.
+first epoch, which includes XLA compilation, is not timed). The methods' epochs
+are interleaved (epoch e of each method in turn) and ratios are taken within
+this one run, since the machine is shared and noisy.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class Timer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def time_method(data, method: str, args) -> dict:
+def build(data, method: str, args):
+    """-> (compiled model, epoch -> that epoch's dataset of chunks, chunks per epoch)."""
     config = Config().replace(
         data={"dataset": args.dataset}, model={"dim": args.dim},
         train={"method": method, "warmup_epochs": 0, "window": 3, "batch_size": args.batch_size,
@@ -51,12 +53,29 @@ def time_method(data, method: str, args) -> dict:
     model.set_objective(objective)
     model.compile(optimizer=optimizer, jit_compile=not args.no_jit)
     k = DEFAULT_BATCHES_PER_CHUNK
-    timer = Timer()
-    n = args.epochs + 1
-    model.fit(training_dataset(data, args.batch_size, 0, 0, n, batches_per_chunk=k), epochs=n,
-              steps_per_epoch=chunks_per_epoch(data.num_train, args.batch_size, k),
-              callbacks=[EpochCounter(), timer], verbose=0)
-    return {"seconds": timer.seconds, "median": statistics.median(timer.seconds[1:]), "model": model}
+    def batches(epoch):
+        return training_dataset(data, args.batch_size, 0, epoch, epoch + 1, batches_per_chunk=k)
+    return model, batches, chunks_per_epoch(data.num_train, args.batch_size, k)
+
+
+def time_methods(data, methods, args) -> dict:
+    """Epoch e of every method, then epoch e + 1 of every method, ...
+
+    Interleaving puts each method's epochs in the same stretches of time, so
+    the machine's drift (shared cores) falls on all of them alike; the first
+    epoch (XLA compilation) is not timed.
+    """
+    runs = {m: build(data, m, args) for m in methods}
+    seconds = {m: [] for m in methods}
+    for epoch in range(args.epochs + 1):
+        for m, (model, batches, steps) in runs.items():
+            timer = Timer()
+            model.fit(batches(epoch), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
+                      callbacks=[EpochCounter(), timer], verbose=0)
+            seconds[m] += timer.seconds
+            print(f"  epoch {epoch} {m}: {timer.seconds[0]:.2f} s", file=sys.stderr, flush=True)
+    return {m: {"seconds": s, "median": statistics.median(s[1:]), "model": runs[m][0]}
+            for m, s in seconds.items()}
 
 
 def time_implicit(data, args):
@@ -100,8 +119,7 @@ def main(argv=None) -> int:
                "machine": f"{platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
                "methods": {}}
     last_model = None
-    for method in args.methods.split(","):
-        r = time_method(data, method, args)
+    for method, r in time_methods(data, args.methods.split(","), args).items():
         last_model = r.pop("model")
         results["methods"][method] = r
         print(f"{method:8s} median {r['median']:.3f} s/epoch  ({', '.join(f'{s:.2f}' for s in r['seconds'])})",
