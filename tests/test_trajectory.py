@@ -33,3 +33,22 @@ def test_table_is_non_trainable_and_float32():
     table = TrajectoryTable(window=2, num_elements=5)
     assert not table.scores.trainable and table.scores.dtype == tf.float32
     assert table.by_epoch().shape == (2, 5)
+
+
+def test_exchange_equals_lookup_then_update_with_one_gather_and_one_scatter():
+    rng = np.random.default_rng(0)
+    a, b = TrajectoryTable(window=3, num_elements=6), TrajectoryTable(window=3, num_elements=6)
+    start = rng.normal(size=(6, 3)).astype(np.float32)
+    a.scores.assign(start), b.scores.assign(start)
+    for epoch in range(5):
+        ids = tf.constant(rng.permutation(6)[:4], tf.int32)
+        scores = tf.constant(rng.normal(size=4).astype(np.float32))
+        want = a.lookup(ids, epoch).numpy()
+        a.update(ids, scores, epoch)
+        got, _ = b.exchange(ids, scores, epoch)
+        np.testing.assert_array_equal(got.numpy(), want)
+        np.testing.assert_array_equal(b.scores.numpy(), a.scores.numpy())
+    graph = tf.function(lambda i, s: b.exchange(i, s, tf.constant(1, tf.int64))[0]).get_concrete_function(
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)).graph
+    ops = [op.type for op in graph.get_operations()]
+    assert ops.count("ResourceGather") == 1 and ops.count("ResourceScatterUpdate") == 1, ops

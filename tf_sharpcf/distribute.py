@@ -161,7 +161,7 @@ def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: 
 # Inside the train step (replica context)
 
 
-def _replica_context() -> Optional[tf.distribute.ReplicaContext]:
+def replica_context() -> Optional[tf.distribute.ReplicaContext]:
     """The replica context when there are several replicas, else None."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -173,7 +173,7 @@ def global_batch_share(rows: tf.Tensor) -> Optional[tf.Tensor]:
     """rows: any [b_r, ...] tensor of this replica's batch -> scalar float32
     b_r / B (its rows over the global batch's), or None with one replica.
     Σ_r share_r · mean_r is the global batch mean."""
-    context = _replica_context()
+    context = replica_context()
     if context is None:
         return None
     local = tf.cast(tf.shape(rows)[0], tf.float32)
@@ -182,7 +182,7 @@ def global_batch_share(rows: tf.Tensor) -> Optional[tf.Tensor]:
 
 def sum_across_replicas(values):
     """All-reduce SUM of a nest of tensors (the identity with one replica)."""
-    context = _replica_context()
+    context = replica_context()
     if context is None:
         return values
     return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
@@ -191,7 +191,7 @@ def sum_across_replicas(values):
 def gather_across_replicas(*tensors: tf.Tensor) -> Tuple[tf.Tensor, ...]:
     """Concatenates each tensor's per-replica values along axis 0 in replica
     order (the global batch's rows); the identity with one replica."""
-    context = _replica_context()
+    context = replica_context()
     if context is None:
         return tensors
     return tuple(context.all_gather(_on_replica_device(tensors), axis=0))
@@ -213,7 +213,7 @@ def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     holds the same row, i.e. ∂(global batch mean)/∂row. With one replica:
     `sum_repeated_rows(grads, ids)`.
     """
-    context = _replica_context()
+    context = replica_context()
     if context is None:
         return sum_repeated_rows(grads, ids)
     local = tf.shape(ids)[0]

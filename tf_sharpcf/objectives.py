@@ -155,10 +155,8 @@ class SharpCF(Objective):
     def extra_loss(self, model, element_ids, users, pos_items, neg_items, embeddings, scores, bpr):
         pos = scores[0]
         epoch = model.epoch
-        # Read the slot before overwriting it (the write also re-reads the row).
-        old = self.table.lookup(element_ids, epoch)
-        with tf.control_dependencies([old]):
-            write = self.table.update(element_ids, pos, epoch)
+        # One gather and one scatter on the table: the old slot out, `pos` in.
+        old, write = self.table.exchange(element_ids, pos, epoch)
         active = tf.logical_and(epoch >= self.warmup_epochs, self.table.is_filled(epoch))
         traj = trajectory_loss(pos, old)
         with tf.control_dependencies([write]):

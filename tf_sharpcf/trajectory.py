@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_sharpcf.distribute import gather_across_replicas
+from tf_sharpcf.distribute import replica_context, gather_across_replicas
 
 
 class TrajectoryTable(tf.Module):
@@ -66,6 +66,26 @@ class TrajectoryTable(tf.Module):
         rows = tf.gather(self.scores, ids)
         new = rows * (1.0 - mask) + scores[:, None] * mask
         return self.scores.scatter_update(tf.IndexedSlices(new, ids))
+
+    def exchange(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
+        """Reads slot `epoch mod E` of `ids` and writes `scores` in its place.
+
+        ids: [B] distinct element ids; scores: [B] float32 current scores.
+        -> ([B] float32 scores written in epoch `epoch - E`, the write op).
+        On one replica this is one row gather and one row scatter on the
+        table, nothing more; the old value and the new row both come from
+        the same gathered [B, E] rows. Across replicas the write covers the
+        global batch (`update`), so the read is a separate local gather.
+        """
+        if replica_context() is not None:
+            old = self.lookup(ids, epoch)
+            with tf.control_dependencies([old]):
+                return old, self.update(ids, scores, epoch)
+        mask = self._slot_mask(epoch)                              # [E]
+        rows = tf.gather(self.scores, ids)                         # [B, E]
+        old = tf.reduce_sum(rows * mask, axis=1)
+        new = rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
+        return old, self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def is_filled(self, epoch: tf.Tensor) -> tf.Tensor:
         """Scalar bool: every slot has been written once before epoch `epoch`."""
