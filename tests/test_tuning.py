@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tf_sharpcf import train, tuning
+from tf_sharpcf import search_space, train, tuning
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_lightgcn, split_validation
 from tf_sharpcf.fit import main as fit_main
@@ -199,10 +199,10 @@ def test_flags_build_the_search_space():
     args = build_parser().parse_args(["--lambda-range", "0.01", "1", "--window-values", "1", "3", "5",
                                       "--fix", "lr=0.005", "--epochs", "30", "--warmup-epochs", "10"])
     settings = settings_from_args(args)
-    assert settings.space["lambda"] == tuning.Space.range(0.01, 1.0)
-    assert settings.space["window"] == tuning.Space.choice(1, 3, 5)
-    assert settings.space["lr"] == tuning.Space.fixed(0.005)
-    assert settings.space["l2"] == tuning.PARAMETERS["l2"].default
+    assert settings.space["lambda"] == search_space.Space.range(0.01, 1.0)
+    assert settings.space["window"] == search_space.Space.choice(1, 3, 5)
+    assert settings.space["lr"] == search_space.Space.fixed(0.005)
+    assert settings.space["l2"] == search_space.PARAMETERS["l2"].default
     assert "eps" not in settings.space and settings.recorded_window == 7
     hp = tuning.make_oracle(settings).get_space()
     assert sorted(p.name for p in hp.space) == ["l2", "lambda", "window"]

@@ -45,43 +45,66 @@ RESUME_MAY_CHANGE = ("epochs", "data_dir", "checkpoint_every")
 OPTION_NAMES = {"lam": "--lambda", "ks": "--k", "jit_compile": "--no-jit"}
 
 
+def add_training_flags(group, skip=(), helps=None) -> None:
+    """Adds the Config flags (fit's, and the tuner's minus its search space).
+
+    group: an ArgumentParser or argument group; skip: dests (FLAGS keys, or
+    "config"/"no_download") to leave out; helps: {dest: help} replacing the
+    default help of those flags.
+    """
+    d, helps = Config(), dict(helps or {})
+    flags = [
+        ("config", ["--config"], {"help": "JSON config file (config.json or best_hyperparameters.json)"}),
+        ("dataset", ["--dataset"], {"help": f"gowalla, yelp2018, amazon-book, ml-1m, or a folder "
+                                            f"(default {d.data.dataset})"}),
+        ("data_dir", ["--data-dir"], {"help": "data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)"}),
+        ("no_download", ["--no-download"], {"action": "store_true", "help": "never download a missing dataset"}),
+        ("method", ["--method"], {"choices": METHODS, "help": f"training objective (default {d.train.method})"}),
+        ("epochs", ["--epochs"], {"type": int, "help": f"total epochs (default {d.train.epochs})"}),
+        ("warmup_epochs", ["--warmup-epochs"], {"type": int, "help": f"E_start: plain BPR epochs before "
+                                                                     f"APR/SharpCF (default {d.train.warmup_epochs})"}),
+        ("window", ["--window"], {"type": int, "help": f"E: SharpCF's epoch window (default {d.train.window})"}),
+        ("lam", ["--lambda"], {"dest": "lam", "type": float, "help": f"SharpCF's λ (default {d.train.lam})"}),
+        ("eps", ["--eps"], {"type": float, "help": f"APR's perturbation norm ρ (default {d.train.eps})"}),
+        ("adv_weight", ["--adv-weight"], {"type": float, "help": f"APR's α (default {d.train.adv_weight})"}),
+        ("dim", ["--dim"], {"type": int, "help": f"embedding size (default {d.model.dim})"}),
+        ("init_std", ["--init-std"], {"type": float,
+                                      "help": f"std of the normal initialiser (default {d.model.init_std})"}),
+        ("batch_size", ["--batch-size"], {"type": int, "help": f"(default {d.train.batch_size})"}),
+        ("lr", ["--lr"], {"type": float, "help": f"learning rate (default {d.train.lr})"}),
+        ("optimizer", ["--optimizer"], {"choices": OPTIMIZERS, "help": f"(default {d.train.optimizer})"}),
+        ("l2", ["--l2"], {"type": float, "help": f"L2 weight on the batch embeddings (default {d.train.l2})"}),
+        ("seed", ["--seed"], {"type": int, "help": f"(default {d.train.seed})"}),
+        ("steps_per_execution", ["--steps-per-execution"], {
+            "type": int, "help": "batches per call into the compiled graph (0: 128)"}),
+        ("jit_compile", ["--no-jit"], {"dest": "jit_compile", "action": "store_false", "default": None,
+                                       "help": "run the train step without XLA (slower epochs, no compile time)"}),
+        ("strategy", ["--strategy"], {
+            "choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), or the "
+                                           f"workers in $TF_CONFIG (multi-worker); see docs/scaling.md "
+                                           f"(default {d.train.strategy})"}),
+        ("eval_every", ["--eval-every"], {"type": int, "help": f"evaluate every N epochs (default {d.eval.eval_every})"}),
+        ("ks", ["--k"], {"dest": "ks", "type": int, "nargs": "+", "help": f"cut-offs K (default {list(d.eval.ks)})"}),
+        ("eval_user_batch", ["--eval-user-batch"], {"type": int,
+                                                    "help": f"users per scoring matmul (default {d.eval.user_batch})"}),
+        ("checkpoint_every", ["--checkpoint-every"], {
+            "type": int, "help": f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
+                                 f"0: only after the last (default {d.train.checkpoint_every})"}),
+    ]
+    for dest, names, kwargs in flags:
+        if dest in skip:
+            continue
+        if dest in helps:
+            kwargs = {**kwargs, "help": helps.pop(dest)}
+        group.add_argument(*names, **kwargs)
+    if helps:
+        raise ValueError(f"help for unknown or skipped flags: {sorted(helps)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = Config()
-    p.add_argument("--config", help="JSON config file (config.json or best_hyperparameters.json)")
-    p.add_argument("--dataset", help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder "
-                                     f"(default {d.data.dataset})")
-    p.add_argument("--data-dir", help="data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)")
-    p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
-    p.add_argument("--method", choices=METHODS, help=f"training objective (default {d.train.method})")
-    p.add_argument("--epochs", type=int, help=f"total epochs (default {d.train.epochs})")
-    p.add_argument("--warmup-epochs", type=int,
-                   help=f"E_start: plain BPR epochs before APR/SharpCF (default {d.train.warmup_epochs})")
-    p.add_argument("--window", type=int, help=f"E: SharpCF's epoch window (default {d.train.window})")
-    p.add_argument("--lambda", dest="lam", type=float, help=f"SharpCF's λ (default {d.train.lam})")
-    p.add_argument("--eps", type=float, help=f"APR's perturbation norm ρ (default {d.train.eps})")
-    p.add_argument("--adv-weight", type=float, help=f"APR's α (default {d.train.adv_weight})")
-    p.add_argument("--dim", type=int, help=f"embedding size (default {d.model.dim})")
-    p.add_argument("--init-std", type=float, help=f"std of the normal initialiser (default {d.model.init_std})")
-    p.add_argument("--batch-size", type=int, help=f"(default {d.train.batch_size})")
-    p.add_argument("--lr", type=float, help=f"learning rate (default {d.train.lr})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.train.optimizer})")
-    p.add_argument("--l2", type=float, help=f"L2 weight on the batch embeddings (default {d.train.l2})")
-    p.add_argument("--seed", type=int, help=f"(default {d.train.seed})")
-    p.add_argument("--steps-per-execution", type=int,
-                   help="batches per call into the compiled graph (0: 128)")
-    p.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
-                   help="run the train step without XLA (slower epochs, no compile time)")
-    p.add_argument("--strategy", choices=STRATEGIES,
-                   help=f"tf.distribute: one device, every local device (mirrored), or the workers "
-                        f"in $TF_CONFIG (multi-worker); see docs/scaling.md (default {d.train.strategy})")
-    p.add_argument("--eval-every", type=int, help=f"evaluate every N epochs (default {d.eval.eval_every})")
-    p.add_argument("--k", dest="ks", type=int, nargs="+", help=f"cut-offs K (default {list(d.eval.ks)})")
-    p.add_argument("--eval-user-batch", type=int, help=f"users per scoring matmul (default {d.eval.user_batch})")
-    p.add_argument("--checkpoint-every", type=int,
-                   help=f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
-                        f"0: only after the last (default {d.train.checkpoint_every})")
+    add_training_flags(p)
     p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
                                         "with its parents); the parent folder of one given must exist")
     p.add_argument("--overwrite", action="store_true",

@@ -19,37 +19,23 @@ from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 from tf_sharpcf import fit
-from tf_sharpcf.config import METHODS, OPTIMIZERS, Config
+from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
 
 def build_parser() -> argparse.ArgumentParser:
-    from tf_sharpcf.tuning import ALGORITHMS, PARAMETERS
+    from tf_sharpcf.search_space import ALGORITHMS, PARAMETERS
     p = argparse.ArgumentParser(prog="python -m tf_sharpcf.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     d = Config()
     base = p.add_argument_group("training settings shared by every trial (as in fit)")
-    base.add_argument("--config", help="JSON config file to start from (flags override it)")
-    base.add_argument("--dataset",
-                      help=f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {d.data.dataset})")
-    base.add_argument("--data-dir", help="data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)")
-    base.add_argument("--no-download", action="store_true", help="never download a missing dataset")
-    base.add_argument("--method", choices=METHODS, help=f"(default {d.train.method})")
-    base.add_argument("--epochs", type=int, help=f"total epochs per trial (default {d.train.epochs})")
-    base.add_argument("--warmup-epochs", type=int,
-                      help=f"E_start: BPR epochs, trained once and shared by trials (default {d.train.warmup_epochs})")
-    for flag, kind, default in (("dim", int, d.model.dim), ("init-std", float, d.model.init_std),
-                                ("batch-size", int, d.train.batch_size), ("seed", int, d.train.seed),
-                                ("eval-every", int, d.eval.eval_every),
-                                ("eval-user-batch", int, d.eval.user_batch)):
-        base.add_argument(f"--{flag}", type=kind, help=f"(default {default})")
-    base.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.train.optimizer})")
-    base.add_argument("--steps-per-execution", type=int, help="batches per call into the compiled graph (0: 128)")
-    base.add_argument("--checkpoint-every", type=int,
-                      help="each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
-                           f"(0: only after the last; default {d.train.checkpoint_every})")
-    base.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
-                      help="train without XLA (slower epochs, no compile time)")
+    # The searchable ones (λ, E, ρ, α, lr, L2) are set with --fix instead.
+    fit.add_training_flags(base, skip=("window", "lam", "eps", "adv_weight", "lr", "l2", "strategy", "ks"), helps={
+        "config": "JSON config file to start from (flags override it)",
+        "epochs": f"total epochs per trial (default {d.train.epochs})",
+        "warmup_epochs": f"E_start: BPR epochs, trained once and shared by trials (default {d.train.warmup_epochs})",
+        "checkpoint_every": "each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
+                            f"(0: only after the last; default {d.train.checkpoint_every})"})
 
     space = p.add_argument_group("search space (defaults: lambda [0.001, 10], window [1, 7], eps [0.01, 1], "
                                  "adv_weight [0.1, 10], lr {0.0025, 0.005, 0.01}, l2 {0.003, 0.01, 0.03})")
@@ -86,26 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from tf_sharpcf import tuning
+    from tf_sharpcf import search_space as space_lib, tuning
     for flag in fit.FLAGS:                  # fit's mapping of flags to Config fields
         if not hasattr(args, flag):
             setattr(args, flag, None)
     base = fit.config_from_args(args)
     overrides = {}
-    for name, param in tuning.PARAMETERS.items():
+    for name, param in space_lib.PARAMETERS.items():
         rng, values = getattr(args, f"{name}_range"), getattr(args, f"{name}_values")
         if rng is not None:
-            overrides[name] = tuning.Space.range(*rng)
+            overrides[name] = space_lib.Space.range(*rng)
         elif values is not None:
-            overrides[name] = tuning.Space.choice(*values)
+            overrides[name] = space_lib.Space.choice(*values)
     for text in args.fix:
-        name, space = tuning.parse_fix(text)
+        name, space = space_lib.parse_fix(text)
         if name in overrides and overrides[name].kind != "fixed":
-            flag = f"--{tuning.PARAMETERS[name].flag}-{overrides[name].kind}"
+            flag = f"--{space_lib.PARAMETERS[name].flag}-{overrides[name].kind}"
             raise ConfigError(f"invalid --fix: {name} also has {flag}")
         overrides[name] = space
     return tuning.SearchSettings(
-        base=base, space=tuning.search_space(base.train.method, overrides), algorithm=args.search,
+        base=base, space=space_lib.search_space(base.train.method, overrides), algorithm=args.search,
         max_trials=20 if args.max_trials is None else args.max_trials, initial_points=args.initial_points,
         hyperband_factor=args.hyperband_factor, val_fraction=args.val_fraction).validate()
 
