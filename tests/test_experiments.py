@@ -108,3 +108,11 @@ def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatc
     monkeypatch.setattr(train, "train_and_evaluate", spy)
     assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
     assert seen == [True] and (run / "metrics.json").exists()
+
+
+def test_epoch_seconds_are_the_methods_own_epochs_after_warmup():
+    from tf_sharpcf.train import epoch_seconds
+    rows = [{"epoch": e, "seconds": s} for e, s in enumerate([9.0, 1.0, 1.0, 3.0, 3.0, 4.0], start=1)]
+    assert epoch_seconds(rows, 3) == {"seconds_per_epoch": 3.0, "seconds_per_warmup_epoch": 1.0}
+    assert epoch_seconds(rows, 0) == {"seconds_per_epoch": 3.0}
+    assert epoch_seconds(rows[:2], 3) == {"seconds_per_epoch": 5.0}     # not past the warm-up yet

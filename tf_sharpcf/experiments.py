@@ -153,7 +153,7 @@ def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> 
         cells = [names[metric]] + [f"{rows[m][metric][0]:.4f} ± {rows[m][metric][1]:.4f}" for m in methods]
         cells += [f"{ri[b][metric]:+.2%}" for b in ("bpr", "apr") if b in ri and metric in ri[b]]
         lines.append("| " + " | ".join(cells) + " |")
-    cells = ["Time per epoch (s)"] + [f"{rows[m]['seconds_per_epoch'][0]:.2f} ± {rows[m]['seconds_per_epoch'][1]:.2f}"
+    cells = ["Time per epoch (s), own epochs"] + [f"{rows[m]['seconds_per_epoch'][0]:.2f} ± {rows[m]['seconds_per_epoch'][1]:.2f}"
                                       for m in methods] + ["-" for b in ("bpr", "apr") if b in ri]
     lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per run:", "", "| run | epoch | " + " | ".join(names[m] for m in METRICS) + " | s/epoch |",
