@@ -166,9 +166,17 @@ def test_plot_commands_write_a_png_and_its_csv(fake_runs, tmp_path, command):
         # sorted by the parameter; final Recall@20 / NDCG@20 from metrics.json
         assert table[command[2]].tolist() == {"lam": [0.0, 0.1], "window": [3, 5]}[command[2]]
         assert table["recall@20"].tolist() == [0.3, 0.35]
+        assert table["split"].tolist() == ["test", "test"]
     if command[0] == "landscape":
         flat = pd.read_csv(out.with_name("landscape_flatness.csv"))
         assert list(flat.columns[-3:]) == ["loss_at_0", "rise@0.5", "rise@1"]
+
+
+def test_sensitivity_marks_tuner_trials_as_validation(fake_runs):
+    from tf_sharpcf import plots
+    (fake_runs[0] / "trial.json").write_text("{}")          # keras-tuner's file in a trial folder
+    table = plots.sensitivity_table(plots.load_runs(fake_runs), "lam")
+    assert dict(zip(table["run"], table["split"])) == {str(fake_runs[0]): "validation", str(fake_runs[1]): "test"}
 
 
 def test_a_directory_that_is_not_a_run_is_reported(tmp_path, capsys):

@@ -292,8 +292,11 @@ def plot_longtail(table: pd.DataFrame, out, k: int = 20) -> Path:
 
 
 def sensitivity_table(runs: Sequence[Run], param: str) -> pd.DataFrame:
-    """Columns dataset, label, method, run, <param>, final_epoch, recall@20,
-    ndcg@20 (final epoch), best_recall@20, sorted by dataset and <param>."""
+    """Columns dataset, label, method, run, split, <param>, final_epoch,
+    recall@20, ndcg@20 (final epoch), best_recall@20, sorted by dataset and
+    <param>. split is "validation" for a tuner trial's folder (keras-tuner's
+    trial.json beside the run files: it trained on the validation split's
+    training part and scored the held-out part), else "test"."""
     if param not in PARAM_NAMES:
         raise DataError(f"unknown parameter {param!r}: not one of {', '.join(PARAM_NAMES)}")
     rows = []
@@ -302,6 +305,7 @@ def sensitivity_table(runs: Sequence[Run], param: str) -> pd.DataFrame:
             raise DataError(f"{r.path}: no metrics.json (the run has not finished)")
         final = r.metrics["final"]
         rows.append({"dataset": r.dataset, "label": r.label, "method": r.method, "run": str(r.path),
+                     "split": "validation" if (r.path / "trial.json").exists() else "test",
                      param: getattr(r.config.train, param), "final_epoch": final["epoch"],
                      "recall@20": final["recall@20"], "ndcg@20": final["ndcg@20"],
                      "best_recall@20": r.metrics["best"]["recall@20"]})
@@ -326,7 +330,7 @@ def plot_sensitivity(table: pd.DataFrame, param: str, out) -> Path:
             ax.set_xticks(sorted(set(table[param])))
         ax.set_title(f"{metric} against {PARAM_NAMES[param][0]}")
         ax.set_xlabel(PARAM_NAMES[param][1])
-        ax.set_ylabel(f"{metric} (final epoch)")
+        ax.set_ylabel(f"{metric} on {' and '.join(sorted(set(table['split'])))} (final epoch)")
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, out)
