@@ -102,8 +102,9 @@ def add_training_flags(group, skip=(), helps=None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Defaults are written into each help text (they come from Config, and the
+    # flags' own default is None so that --config values are not overridden).
+    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0])
     add_training_flags(p)
     p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
                                         "with its parents); the parent folder of one given must exist")
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", choices=("brute-force", "scann"),
                    help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
     p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
-    p.add_argument("--export-base-dir", default="savedmodels", help="TF Serving model base folder")
+    p.add_argument("--export-base-dir", default="savedmodels", help="TF Serving model base folder (default savedmodels)")
     return p
 
 
