@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import tf_sharpcf  # noqa: F401
-import tensorflow as tf
 
 from tf_sharpcf import checkpointing
-from tf_sharpcf.callbacks import EpochCounter
+from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
@@ -52,15 +51,11 @@ def trained_state(args):
     model, objective, optimizer = build_model(config, data)
     model.set_objective(objective)
     model.compile(optimizer=optimizer, jit_compile=True)
-    seconds = []
-    timer = tf.keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda e, logs: seconds.append(-time.perf_counter()),
-        on_epoch_end=lambda e, logs: seconds.__setitem__(-1, seconds[-1] + time.perf_counter()))
     k, b = DEFAULT_BATCHES_PER_CHUNK, config.train.batch_size
-    model.fit(training_dataset(data, b, 0, 0, args.epochs, batches_per_chunk=k), epochs=args.epochs,
-              steps_per_epoch=chunks_per_epoch(data.num_train, b, k), callbacks=[EpochCounter(), timer],
-              verbose=0)
-    return model, optimizer, seconds
+    history = model.fit(training_dataset(data, b, 0, 0, args.epochs, batches_per_chunk=k), epochs=args.epochs,
+                        steps_per_epoch=chunks_per_epoch(data.num_train, b, k),
+                        callbacks=[EpochCounter(), EpochTimer()], verbose=0)
+    return model, optimizer, history.history["seconds"]
 
 
 def main():

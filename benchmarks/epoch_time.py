@@ -22,24 +22,12 @@ import tf_sharpcf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpcf.callbacks import EpochCounter
+from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_dataset
 from tf_sharpcf.evaluation import Evaluator
 from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
-
-
-class Timer(tf.keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t)
 
 
 def build(data, method: str, args):
@@ -69,11 +57,10 @@ def time_methods(data, methods, args) -> dict:
     seconds = {m: [] for m in methods}
     for epoch in range(args.epochs + 1):
         for m, (model, batches, steps) in runs.items():
-            timer = Timer()
-            model.fit(batches(epoch), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
-                      callbacks=[EpochCounter(), timer], verbose=0)
-            seconds[m] += timer.seconds
-            print(f"  epoch {epoch} {m}: {timer.seconds[0]:.2f} s", file=sys.stderr, flush=True)
+            history = model.fit(batches(epoch), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
+                                callbacks=[EpochCounter(), EpochTimer()], verbose=0)
+            seconds[m] += history.history["seconds"]
+            print(f"  epoch {epoch} {m}: {seconds[m][-1]:.2f} s", file=sys.stderr, flush=True)
     return {m: {"seconds": s, "median": statistics.median(s[1:]), "model": runs[m][0]}
             for m, s in seconds.items()}
 

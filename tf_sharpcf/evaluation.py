@@ -77,6 +77,13 @@ def _batch_masks(train_pairs: np.ndarray, test_pairs: np.ndarray, rows: int, num
                        np.append(test_keys, _SENTINEL))
 
 
+def _row_keys(columns, width):
+    """[b, n] int column indices -> [b, n] int64 keys row * width + column
+    (the keys `_batch_masks` sorts, with width = I_pad)."""
+    rows = tf.range(tf.shape(columns)[0], dtype=tf.int64)[:, None]
+    return rows * tf.cast(width, tf.int64) + tf.cast(columns, tf.int64)
+
+
 def _contains(sorted_keys, keys):
     """[n] sorted int64 (last = sentinel), [...] int64 -> [...] bool membership."""
     flat = tf.reshape(keys, [1, -1])
@@ -109,8 +116,8 @@ def masked_top_k(scores, k: int, group: int, masks) -> tf.Tensor:
     groups = tf.sort(tf.math.top_k(group_max, k).indices, axis=1)            # [b, k], ascending
     candidates = tf.reshape(tf.gather(grouped, groups, batch_dims=1), [b, k * group])
     columns = tf.reshape(groups[:, :, None] * group + tf.range(group)[None, None, :], [b, k * group])
-    keys = tf.range(b, dtype=tf.int64)[:, None] * tf.cast(i_pad, tf.int64) + tf.cast(columns, tf.int64)
-    candidates = tf.where(_contains(masked_keys, keys), tf.constant(-np.inf, scores.dtype), candidates)
+    masked = _contains(masked_keys, _row_keys(columns, i_pad))
+    candidates = tf.where(masked, tf.constant(-np.inf, scores.dtype), candidates)
     best = tf.math.top_k(candidates, k).indices                              # [b, k]
     return tf.gather(columns, best, batch_dims=1)
 
@@ -154,9 +161,7 @@ class Evaluator:
         """[b, d] users, [d, I_pad] items (padding columns zero) -> ([b, K] ids, [b, K] hits)."""
         scores = tf.matmul(user_emb, item_emb_t)                                 # [b, I_pad]
         top = masked_top_k(scores, self.k_max, self.group, masks)
-        keys = (tf.range(tf.shape(top)[0], dtype=tf.int64)[:, None] * self.padded_items
-                + tf.cast(top, tf.int64))
-        return top, _contains(masks.test_keys, keys)
+        return top, _contains(masks.test_keys, _row_keys(top, self.padded_items))
 
     def top_k(self, user_embeddings, item_embeddings) -> Tuple[np.ndarray, np.ndarray]:
         """-> ([U_eval, K_max] int32 ranked item ids, [U_eval, K_max] bool hits)."""

@@ -51,8 +51,7 @@ class TrajectoryTable(tf.Module):
 
     def lookup(self, ids: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
         """[B] int element ids -> [B] float32 scores written in epoch `epoch - E`."""
-        rows = tf.gather(self.scores, ids)                      # [B, E]
-        return tf.reduce_sum(rows * self._slot_mask(epoch), axis=1)
+        return _read_slot(tf.gather(self.scores, ids), self._slot_mask(epoch))
 
     def update(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
         """Writes [B] float32 `scores` of `ids` into slot `epoch mod E`.
@@ -61,10 +60,8 @@ class TrajectoryTable(tf.Module):
         several replicas each passes its own [b_r] ids and scores and every
         replica writes all B of them into its copy.
         """
-        ids, scores = gather_across_replicas(ids, tf.stop_gradient(scores))
-        mask = self._slot_mask(epoch)
-        rows = tf.gather(self.scores, ids)
-        new = rows * (1.0 - mask) + scores[:, None] * mask
+        ids, scores = gather_across_replicas(ids, scores)
+        new = _write_slot(tf.gather(self.scores, ids), scores, self._slot_mask(epoch))
         return self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def exchange(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
@@ -83,9 +80,8 @@ class TrajectoryTable(tf.Module):
                 return old, self.update(ids, scores, epoch)
         mask = self._slot_mask(epoch)                              # [E]
         rows = tf.gather(self.scores, ids)                         # [B, E]
-        old = tf.reduce_sum(rows * mask, axis=1)
-        new = rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
-        return old, self.scores.scatter_update(tf.IndexedSlices(new, ids))
+        new = _write_slot(rows, scores, mask)
+        return _read_slot(rows, mask), self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def is_filled(self, epoch: tf.Tensor) -> tf.Tensor:
         """Scalar bool: every slot has been written once before epoch `epoch`."""
@@ -94,3 +90,14 @@ class TrajectoryTable(tf.Module):
     def by_epoch(self) -> tf.Tensor:
         """[E, N] float32: row s holds the scores last written in an epoch ≡ s (mod E)."""
         return tf.transpose(self.scores)
+
+
+def _read_slot(rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """[B, E] rows, [E] one-hot slot -> [B] the slot's values."""
+    return tf.reduce_sum(rows * mask, axis=1)
+
+
+def _write_slot(rows: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """[B, E] rows with the one-hot slot's column replaced by [B] `scores`
+    (held constant: the table is never differentiated through)."""
+    return rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
