@@ -6,7 +6,9 @@ evaluation time; implicit's BPR at the same dimension when it is installed.
 Prints a table and writes JSON (--json). Medians over the timed epochs (the
 first epoch, which includes XLA compilation, is not timed). The methods' epochs
 are interleaved (epoch e of each method in turn) and ratios are taken within
-this one run, since the machine is shared and noisy.
+this one run, since the machine is shared and noisy. `--compare-xla` adds each
+method with the row update inside XLA too ("bpr-xla", ...: no fused lazy-Adam
+kernel), interleaved with the others.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
 
 
-def build(data, method: str, args):
+def build(data, method: str, args, row_kernel=None):
     """-> (compiled model, epoch -> that epoch's dataset of chunks, chunks per epoch)."""
     config = Config().replace(
         data={"dataset": args.dataset}, model={"dim": args.dim},
@@ -39,7 +41,7 @@ def build(data, method: str, args):
     tf.keras.utils.set_random_seed(0)
     model, objective, optimizer = build_model(config, data)
     model.set_objective(objective)
-    model.compile(optimizer=optimizer, jit_compile=not args.no_jit)
+    model.compile(optimizer=optimizer, jit_compile=not args.no_jit, row_kernel=row_kernel)
     k = DEFAULT_BATCHES_PER_CHUNK
     def batches(epoch):
         return training_dataset(data, args.batch_size, 0, epoch, epoch + 1, batches_per_chunk=k)
@@ -53,7 +55,8 @@ def time_methods(data, methods, args) -> dict:
     the machine's drift (shared cores) falls on all of them alike; the first
     epoch (XLA compilation) is not timed.
     """
-    runs = {m: build(data, m, args) for m in methods}
+    runs = {m: build(data, m.removesuffix("-xla"), args, row_kernel=False if m.endswith("-xla") else None)
+            for m in methods}
     seconds = {m: [] for m in methods}
     for epoch in range(args.epochs + 1):
         for m, (model, batches, steps) in runs.items():
@@ -61,8 +64,8 @@ def time_methods(data, methods, args) -> dict:
                                 callbacks=[EpochCounter(), EpochTimer()], verbose=0)
             seconds[m] += history.history["seconds"]
             print(f"  epoch {epoch} {m}: {seconds[m][-1]:.2f} s", file=sys.stderr, flush=True)
-    return {m: {"seconds": s, "median": statistics.median(s[1:]), "model": runs[m][0]}
-            for m, s in seconds.items()}
+    return {m: {"seconds": s, "median": statistics.median(s[1:]), "row_kernel": runs[m][0].row_kernel,
+                "model": runs[m][0]} for m, s in seconds.items()}
 
 
 def time_implicit(data, args):
@@ -95,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=Config().train.lr)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--no-jit", action="store_true")
+    p.add_argument("--compare-xla", action="store_true",
+                   help="also time each method with the whole step in XLA (no fused row kernel)")
     p.add_argument("--no-implicit", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -106,10 +111,13 @@ def main(argv=None) -> int:
                "machine": f"{platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
                "methods": {}}
     last_model = None
-    for method, r in time_methods(data, args.methods.split(","), args).items():
+    methods = args.methods.split(",")
+    if args.compare_xla:
+        methods += [f"{m}-xla" for m in methods]
+    for method, r in time_methods(data, methods, args).items():
         last_model = r.pop("model")
         results["methods"][method] = r
-        print(f"{method:8s} median {r['median']:.3f} s/epoch  ({', '.join(f'{s:.2f}' for s in r['seconds'])})",
+        print(f"{method:11s} median {r['median']:.3f} s/epoch  ({', '.join(f'{s:.2f}' for s in r['seconds'])})",
               file=sys.stderr, flush=True)
     evaluator = Evaluator(data, (10, 20))
     evaluator.evaluate(last_model.user_embedding, last_model.item_embedding)  # compiles
@@ -125,11 +133,16 @@ def main(argv=None) -> int:
     lines = ["| measure | value |", "|---|---|"]
     for method, r in m.items():
         lines.append(f"| {method} s/epoch (median) | {r['median']:.3f} |")
-    if bpr:
-        for method in ("sharpcf", "apr"):
-            if method in m:
-                results[f"{method}/bpr"] = m[method]["median"] / bpr
-                lines.append(f"| {method} / bpr | {results[f'{method}/bpr']:.3f} |")
+    for suffix in ("", "-xla"):
+        base = m.get(f"bpr{suffix}", {}).get("median")
+        for method in (f"sharpcf{suffix}", f"apr{suffix}"):
+            if base and method in m:
+                results[f"{method}/bpr{suffix}"] = m[method]["median"] / base
+                lines.append(f"| {method} / bpr{suffix} | {results[f'{method}/bpr{suffix}']:.3f} |")
+    for method in ("bpr", "sharpcf", "apr"):
+        if method in m and f"{method}-xla" in m:
+            results[f"{method}-xla/{method}"] = m[f"{method}-xla"]["median"] / m[method]["median"]
+            lines.append(f"| {method}-xla / {method} (kernel speed-up) | {results[f'{method}-xla/{method}']:.2f} |")
     lines.append(f"| full-ranking eval s ({len(evaluator.users):,} users) | {results['eval_seconds']:.2f} |")
     if results.get("implicit"):
         lines.append(f"| implicit {results['implicit']['version']} BPR s/epoch | {results['implicit']['median']:.3f} |")

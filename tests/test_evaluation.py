@@ -34,13 +34,14 @@ def _reference(data, U, I, k):
     return np.mean(recalls), np.mean(ndcgs)
 
 
+@pytest.mark.parametrize("scorer", ["blas", "tf"])
 @pytest.mark.parametrize("seed", range(4))
-def test_evaluator_matches_a_per_user_numpy_loop(seed):
+def test_evaluator_matches_a_per_user_numpy_loop(seed, scorer):
     rng = np.random.default_rng(seed)
     data = _random_split(rng)
     U = rng.normal(size=(data.num_users, 4)).astype(np.float32)
     I = rng.normal(size=(data.num_items, 4)).astype(np.float32)
-    got = Evaluator(data, ks=(3, 5), user_batch=4).evaluate(U, I)
+    got = Evaluator(data, ks=(3, 5), user_batch=4, scorer=scorer).evaluate(U, I)
     for k in (3, 5):
         recall, ndcg = _reference(data, U, I, k)
         assert got[f"recall@{k}"] == pytest.approx(recall, abs=1e-6)
@@ -87,12 +88,13 @@ def test_recall_by_group_counts_hits_per_group():
     assert got == {0: (1.0, 1), 1: (0.5, 2)}
 
 
+@pytest.mark.parametrize("scorer", ["blas", "tf"])
 @pytest.mark.parametrize("group", [1, 3, 8, 64])
 @pytest.mark.parametrize("seed", range(3))
-def test_two_stage_top_k_matches_numpy_with_masks_and_ties(group, seed):
-    """masked_top_k (through Evaluator.top_k) against a stable numpy argsort.
-
-    Integer scores make ties common; one user has all but 3 items masked."""
+def test_two_stage_top_k_matches_numpy_with_masks_and_ties(group, seed, scorer):
+    """grouped_top_k (through Evaluator.top_k, either scorer) against a stable
+    numpy argsort. Integer scores make ties common; one user has all but 3
+    items masked. Three user batches share the 'blas' scorer's buffer."""
     rng = np.random.default_rng(seed)
     users, items, k = 9, 203, 7
     tr_u, tr_i = [], []
@@ -105,7 +107,7 @@ def test_two_stage_top_k_matches_numpy_with_masks_and_ties(group, seed):
     data = Interactions("ties", users, items, a(tr_u), a(tr_i), te_u, a(rng.integers(0, items, users)))
     U = rng.integers(-2, 3, size=(users, 3)).astype(np.float32)
     I = rng.integers(-2, 3, size=(items, 3)).astype(np.float32)
-    ev = Evaluator(data, ks=(k,), user_batch=4, group_size=group)
+    ev = Evaluator(data, ks=(k,), user_batch=4, group_size=group, scorer=scorer)
     top, hits = ev.top_k(U, I)
     for u in range(users):
         scores = U[u] @ I.T
@@ -113,3 +115,21 @@ def test_two_stage_top_k_matches_numpy_with_masks_and_ties(group, seed):
         want = np.argsort(-scores, kind="stable")[:k]
         assert top[u].tolist() == want.tolist(), (u, group)
         assert hits[u].tolist() == [int(i) == int(data.test_items[u]) for i in want]
+
+
+def test_unknown_scorer_is_rejected():
+    data = _random_split(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="scorer 'gpu'"):
+        Evaluator(data, scorer="gpu")
+
+
+def test_blas_scores_reach_tensorflow_without_a_copy():
+    """The aligned buffer is wrapped, not copied, by DLPack."""
+    import tensorflow as tf
+    from tf_sharpcf.evaluation import _aligned_empty
+    buf = _aligned_empty((3, 5))
+    assert buf.ctypes.data % 64 == 0
+    buf[:] = 1.0
+    wrapped = tf.experimental.dlpack.from_dlpack(buf.__dlpack__())
+    buf[1, 2] = 7.0
+    assert float(wrapped[1, 2]) == 7.0

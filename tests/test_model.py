@@ -15,10 +15,11 @@ from tf_sharpcf.train import train_and_evaluate
 from tf_sharpcf.trajectory import TrajectoryTable
 
 
-def _fit(data, objective, epochs, lr=0.01, optimizer="lazyadam", seed=0, batch=16, chunk=4, jit=False):
+def _fit(data, objective, epochs, lr=0.01, optimizer="lazyadam", seed=0, batch=16, chunk=4, jit=False,
+         row_kernel=None):
     tf.keras.utils.set_random_seed(seed)
     model = MatrixFactorization(data.num_users, data.num_items, dim=8, seed=seed, objective=objective)
-    model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=jit)
+    model.compile(optimizer=make_optimizer(optimizer, lr), jit_compile=jit, row_kernel=row_kernel)
     history = model.fit(training_dataset(data, batch, seed, 0, epochs, batches_per_chunk=chunk),
                         epochs=epochs, steps_per_epoch=chunks_per_epoch(data.num_train, batch, chunk),
                         callbacks=[EpochCounter()], verbose=0)
@@ -69,15 +70,45 @@ def test_apr_with_zero_weight_trains_like_bpr(tiny_folder):
     assert hist["adversarial_loss"][-1] > hist["bpr_loss"][-1]  # the perturbation raises the loss
 
 
+@pytest.mark.parametrize("kernel", [False, True])
 @pytest.mark.parametrize("method", ["bpr", "apr", "sharpcf"])
-def test_xla_chunked_training_matches_the_plain_graph(tiny_folder, method):
+def test_xla_chunked_training_matches_the_plain_graph(tiny_folder, method, kernel):
+    """jit_compile=True: the whole step under XLA, or (kernel) the loss and
+    gradients under XLA and the update in the fused lazy-Adam kernel."""
+    from tf_sharpcf import kernels
+    if kernel and kernels.lazy_adam_op() is None:
+        pytest.skip("the fused lazy-Adam kernel cannot be built here")
     data = load_lightgcn(tiny_folder)
     make = {"bpr": lambda: BPR(l2=1e-3), "apr": lambda: APR(l2=1e-3),
             "sharpcf": lambda: SharpCF(TrajectoryTable(1, data.num_train), lam=0.5, l2=1e-3)}[method]
     plain, h1 = _fit(data, make(), epochs=2, jit=False, chunk=3)
-    xla, h2 = _fit(data, make(), epochs=2, jit=True, chunk=3)
+    xla, h2 = _fit(data, make(), epochs=2, jit=True, chunk=3, row_kernel=kernel)
+    assert not plain.row_kernel and xla.row_kernel == kernel
     np.testing.assert_allclose(plain.item_embedding.numpy(), xla.item_embedding.numpy(), atol=1e-5)
     np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-5)
+    if method == "sharpcf":
+        np.testing.assert_allclose(plain.objective.table.scores.numpy(),
+                                   xla.objective.table.scores.numpy(), atol=1e-5)
+
+
+def test_row_kernel_is_chosen_where_it_was_measured_faster(tiny_folder):
+    """Auto: the fused kernel for BPR and SharpCF with LazyAdam under XLA; not
+    for APR, not for SGD, not without XLA; row_kernel=True that cannot be
+    honoured is an error."""
+    from tf_sharpcf import kernels
+    if kernels.lazy_adam_op() is None:
+        pytest.skip("the fused lazy-Adam kernel cannot be built here")
+    data = load_lightgcn(tiny_folder)
+    def compiled(objective, optimizer="lazyadam", jit=True, row_kernel=None):
+        model = MatrixFactorization(data.num_users, data.num_items, dim=4, objective=objective)
+        model.compile(optimizer=make_optimizer(optimizer, 0.01), jit_compile=jit, row_kernel=row_kernel)
+        return model.row_kernel
+    assert compiled(BPR()) and compiled(SharpCF(TrajectoryTable(1, data.num_train)))
+    assert not compiled(APR()) and compiled(APR(), row_kernel=True)
+    assert not compiled(BPR(), optimizer="sgd") and not compiled(BPR(), jit=False)
+    assert not compiled(BPR(), row_kernel=False)
+    with pytest.raises(ValueError, match="row_kernel=True needs jit_compile=True"):
+        compiled(BPR(), optimizer="sgd", row_kernel=True)
 
 
 @pytest.mark.parametrize("method", ["bpr", "apr", "sharpcf"])

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tf_sharpcf.objectives import (adversarial_perturbation, bpr_loss, dot, l2_penalty,
                                    trajectory_loss)
-from tf_sharpcf.sparse import row_segments, sum_repeated_rows
+from tf_sharpcf.sparse import owner_segments, row_segments, sum_repeated_rows
 
 
 def test_bpr_loss_matches_hand_computation():
@@ -88,9 +88,17 @@ def test_row_segments_group_equal_ids():
     assert seg.tolist() == [2, 1, 2, 0, 1]
 
 
-def test_sum_repeated_rows_under_xla_matches_numpy():
+def test_owner_segments_are_each_ids_first_position():
+    seg = owner_segments(tf.constant([9, 3, 9, 1, 3]), num_rows=10).numpy()
+    assert seg.tolist() == [0, 1, 0, 3, 1]
+
+
+@pytest.mark.parametrize("num_rows", [None, 5, 50])
+def test_sum_repeated_rows_under_xla_matches_numpy(num_rows):
+    """Sort segments (num_rows None) and owner-table segments alike."""
     ids = np.array([4, 1, 4, 4, 0])
     vals = np.arange(10, dtype=np.float32).reshape(5, 2)
     expected = np.stack([vals[ids == i].sum(0) for i in ids])
-    got = tf.function(sum_repeated_rows, jit_compile=True)(tf.constant(vals), tf.constant(ids))
+    got = tf.function(lambda v, i: sum_repeated_rows(v, i, num_rows), jit_compile=True)(
+        tf.constant(vals), tf.constant(ids))
     np.testing.assert_allclose(got.numpy(), expected)

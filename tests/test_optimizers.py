@@ -71,3 +71,83 @@ def test_sgd_is_a_row_wise_step_with_summed_duplicates():
     want[2] -= 0.5 * np.array([2.0, 3.0])
     want[0] -= 0.5 * np.array([3.0, 4.0])
     np.testing.assert_allclose(var.numpy(), want)
+
+
+# -- the fused CPU kernel ---------------------------------------------------
+
+from tf_sharpcf import kernels  # noqa: E402
+
+
+def _kernel_or_skip():
+    op = kernels.lazy_adam_op()
+    if op is None:
+        pytest.skip("the fused lazy-Adam kernel cannot be built here (no C++ compiler?)")
+    return op
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_lazy_adam_row_kernel_matches_numpy_with_duplicates(graph):
+    _kernel_or_skip()
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=(9, 20)).astype(np.float32)       # d not a multiple of the vector width
+    steps = [(rng.integers(0, 9, size=12), rng.normal(size=(12, 20)).astype(np.float32))
+             for _ in range(4)]
+    var = tf.Variable(start)
+    opt = make_optimizer("lazyadam", 0.1)
+    opt.row_kernel = True
+    def apply(rows, values):
+        return opt.apply_gradients([(tf.IndexedSlices(values, rows), var)])
+    if graph:
+        apply = tf.function(apply)
+    for rows, values in steps:
+        apply(tf.constant(rows, tf.int32), tf.constant(values))
+    np.testing.assert_allclose(var.numpy(), _lazy_adam_numpy(start, steps, 0.1), rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_adam_row_kernel_equals_the_tensorflow_ops():
+    """Both implementations on the same Gowalla-like step (d = 128, many duplicates)."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(4)
+    start = rng.normal(size=(300, 128)).astype(np.float32)
+    rows = tf.constant(rng.integers(0, 300, size=1000), tf.int32)
+    values = tf.constant(rng.normal(size=(1000, 128)).astype(np.float32))
+    out = []
+    for kernel in (False, True):
+        var = tf.Variable(start)
+        opt = make_optimizer("lazyadam", 0.01)
+        opt.row_kernel = kernel
+        for _ in range(3):
+            opt.apply_gradients([(tf.IndexedSlices(values, rows), var)])
+        out.append(var.numpy())
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_adam_row_kernel_rejects_an_index_outside_the_table_and_writes_nothing():
+    op = _kernel_or_skip()
+    var, m, v = (tf.Variable(tf.ones([4, 3])) for _ in range(3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"index 4 at position 1 is outside \[0, 4\)"):
+        op(var.handle, m.handle, v.handle, tf.constant([0, 4]), tf.ones([2, 3]), 0.1, 0.9, 0.999, 1e-7)
+    np.testing.assert_array_equal(var.numpy(), np.ones([4, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"grads \[n, 3\]"):
+        op(var.handle, m.handle, v.handle, tf.constant([0, 1]), tf.ones([2, 5]), 0.1, 0.9, 0.999, 1e-7)
+
+
+def test_kernel_switch_off_falls_back(monkeypatch):
+    monkeypatch.setenv(kernels.ENV_SWITCH, "0")
+    kernels.lazy_adam_op.cache_clear()
+    try:
+        assert kernels.lazy_adam_op() is None
+    finally:
+        kernels.lazy_adam_op.cache_clear()
+
+
+def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv(kernels.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    kernels.lazy_adam_op.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="kernel is unavailable"):
+            assert kernels.lazy_adam_op() is None
+        assert list(tmp_path.iterdir()) == []            # no half-written library left
+    finally:
+        kernels.lazy_adam_op.cache_clear()

@@ -204,23 +204,24 @@ def _on_replica_device(tensors: Sequence[tf.Tensor]):
     return [tf.identity(t) for t in tensors]
 
 
-def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+def sum_rows_over_global_batch(grads: tf.Tensor, ids: tf.Tensor, num_rows=None) -> tf.Tensor:
     """Gradient of the global batch loss w.r.t. each gathered table row.
 
     grads: [b, d] float32, this replica's gradients of its batch MEAN loss
     w.r.t. the rows it gathered; ids: [b] their table rows. Returns [b, d]: at
     each position, Σ (b_r/B)·grad over every position of every replica that
     holds the same row, i.e. ∂(global batch mean)/∂row. With one replica:
-    `sum_repeated_rows(grads, ids)`.
+    `sum_repeated_rows(grads, ids, num_rows)`; num_rows, the table's row
+    count, picks the faster owner-table segments there.
     """
     context = replica_context()
     if context is None:
-        return sum_repeated_rows(grads, ids)
+        return sum_repeated_rows(grads, ids, num_rows)
     local = tf.shape(ids)[0]
     share = global_batch_share(ids)
     sizes, all_grads, all_ids = context.all_gather(
         _on_replica_device([local[None], share * grads, tf.reshape(ids, [-1])]), axis=0)
-    summed = sum_repeated_rows(all_grads, all_ids)
+    summed = sum_repeated_rows(all_grads, all_ids, num_rows)
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
     offset = tf.reduce_sum(tf.where(tf.range(tf.size(sizes)) < replica, sizes, 0))
     return summed[offset:offset + local]
