@@ -25,24 +25,76 @@ from tf_sharpcf.errors import ConfigError, TfSharpCFError
 
 DEFAULT_OUTPUT_DIR = "runs/latest"
 
+_D = Config()
+# (dest, option names, Config (section, field) or None, argparse kwargs): the
+# one table behind fit's and the tuner's flags and the flag -> field mapping.
+# Defaults are written into each help text (they come from Config, and the
+# flags' own default is None so that --config values are not overridden).
+TRAINING_FLAGS = [
+    ("config", ["--config"], None,
+     {"help": "JSON config file (config.json or best_hyperparameters.json)"}),
+    ("dataset", ["--dataset"], ("data", "dataset"),
+     {"help": f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {_D.data.dataset})"}),
+    ("data_dir", ["--data-dir"], ("data", "data_dir"),
+     {"help": "data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)"}),
+    ("no_download", ["--no-download"], None,
+     {"action": "store_true", "help": "never download a missing dataset"}),
+    ("method", ["--method"], ("train", "method"),
+     {"choices": METHODS, "help": f"training objective (default {_D.train.method})"}),
+    ("epochs", ["--epochs"], ("train", "epochs"),
+     {"type": int, "help": f"total epochs (default {_D.train.epochs})"}),
+    ("warmup_epochs", ["--warmup-epochs"], ("train", "warmup_epochs"),
+     {"type": int, "help": f"E_start: plain BPR epochs before APR/SharpCF (default {_D.train.warmup_epochs})"}),
+    ("window", ["--window"], ("train", "window"),
+     {"type": int, "help": f"E: SharpCF's epoch window (default {_D.train.window})"}),
+    ("lam", ["--lambda"], ("train", "lam"),
+     {"dest": "lam", "type": float, "help": f"SharpCF's λ (default {_D.train.lam})"}),
+    ("eps", ["--eps"], ("train", "eps"),
+     {"type": float, "help": f"APR's perturbation norm ρ (default {_D.train.eps})"}),
+    ("adv_weight", ["--adv-weight"], ("train", "adv_weight"),
+     {"type": float, "help": f"APR's α (default {_D.train.adv_weight})"}),
+    ("dim", ["--dim"], ("model", "dim"),
+     {"type": int, "help": f"embedding size (default {_D.model.dim})"}),
+    ("init_std", ["--init-std"], ("model", "init_std"),
+     {"type": float, "help": f"std of the normal initialiser (default {_D.model.init_std})"}),
+    ("batch_size", ["--batch-size"], ("train", "batch_size"),
+     {"type": int, "help": f"(default {_D.train.batch_size})"}),
+    ("lr", ["--lr"], ("train", "lr"),
+     {"type": float, "help": f"learning rate (default {_D.train.lr})"}),
+    ("optimizer", ["--optimizer"], ("train", "optimizer"),
+     {"choices": OPTIMIZERS, "help": f"(default {_D.train.optimizer})"}),
+    ("l2", ["--l2"], ("train", "l2"),
+     {"type": float, "help": f"L2 weight on the batch embeddings (default {_D.train.l2})"}),
+    ("seed", ["--seed"], ("train", "seed"),
+     {"type": int, "help": f"(default {_D.train.seed})"}),
+    ("steps_per_execution", ["--steps-per-execution"], ("train", "steps_per_execution"),
+     {"type": int, "help": "batches per call into the compiled graph (0: 128)"}),
+    ("jit_compile", ["--no-jit"], ("train", "jit_compile"),
+     {"dest": "jit_compile", "action": "store_false", "default": None,
+      "help": "run the train step without XLA (slower epochs, no compile time)"}),
+    ("strategy", ["--strategy"], ("train", "strategy"),
+     {"choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), or the "
+                                     f"workers in $TF_CONFIG (multi-worker); see docs/scaling.md "
+                                     f"(default {_D.train.strategy})"}),
+    ("eval_every", ["--eval-every"], ("eval", "eval_every"),
+     {"type": int, "help": f"evaluate every N epochs (default {_D.eval.eval_every})"}),
+    ("ks", ["--k"], ("eval", "ks"),
+     {"dest": "ks", "type": int, "nargs": "+", "help": f"cut-offs K (default {list(_D.eval.ks)})"}),
+    ("eval_user_batch", ["--eval-user-batch"], ("eval", "user_batch"),
+     {"type": int, "help": f"users per scoring matmul (default {_D.eval.user_batch})"}),
+    ("checkpoint_every", ["--checkpoint-every"], ("train", "checkpoint_every"),
+     {"type": int, "help": f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
+                           f"0: only after the last (default {_D.train.checkpoint_every})"}),
+]
 # flag -> (section, field)
-FLAGS = {
-    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
-    "dim": ("model", "dim"), "init_std": ("model", "init_std"),
-    "method": ("train", "method"), "epochs": ("train", "epochs"),
-    "warmup_epochs": ("train", "warmup_epochs"), "window": ("train", "window"),
-    "lam": ("train", "lam"), "eps": ("train", "eps"), "adv_weight": ("train", "adv_weight"),
-    "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "optimizer": ("train", "optimizer"),
-    "l2": ("train", "l2"), "seed": ("train", "seed"),
-    "steps_per_execution": ("train", "steps_per_execution"), "jit_compile": ("train", "jit_compile"),
-    "eval_every": ("eval", "eval_every"), "ks": ("eval", "ks"), "eval_user_batch": ("eval", "user_batch"),
-    "checkpoint_every": ("train", "checkpoint_every"), "strategy": ("train", "strategy"),
-}
+FLAGS = {dest: field for dest, _, field, _ in TRAINING_FLAGS if field}
 # Flags that may differ from the run's config.json under --resume: the epoch
 # count, and two that leave the numbers alone: where the data is found (not
 # what it is) and how often the run is checkpointed.
 RESUME_MAY_CHANGE = ("epochs", "data_dir", "checkpoint_every")
-OPTION_NAMES = {"lam": "--lambda", "ks": "--k", "jit_compile": "--no-jit"}
+# dest -> its option name where that is not --<dest with dashes>
+OPTION_NAMES = {dest: names[0] for dest, names, _, _ in TRAINING_FLAGS
+                if names[0] != "--" + dest.replace("_", "-")}
 
 
 def add_training_flags(group, skip=(), helps=None) -> None:
@@ -52,46 +104,8 @@ def add_training_flags(group, skip=(), helps=None) -> None:
     "config"/"no_download") to leave out; helps: {dest: help} replacing the
     default help of those flags.
     """
-    d, helps = Config(), dict(helps or {})
-    flags = [
-        ("config", ["--config"], {"help": "JSON config file (config.json or best_hyperparameters.json)"}),
-        ("dataset", ["--dataset"], {"help": f"gowalla, yelp2018, amazon-book, ml-1m, or a folder "
-                                            f"(default {d.data.dataset})"}),
-        ("data_dir", ["--data-dir"], {"help": "data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)"}),
-        ("no_download", ["--no-download"], {"action": "store_true", "help": "never download a missing dataset"}),
-        ("method", ["--method"], {"choices": METHODS, "help": f"training objective (default {d.train.method})"}),
-        ("epochs", ["--epochs"], {"type": int, "help": f"total epochs (default {d.train.epochs})"}),
-        ("warmup_epochs", ["--warmup-epochs"], {"type": int, "help": f"E_start: plain BPR epochs before "
-                                                                     f"APR/SharpCF (default {d.train.warmup_epochs})"}),
-        ("window", ["--window"], {"type": int, "help": f"E: SharpCF's epoch window (default {d.train.window})"}),
-        ("lam", ["--lambda"], {"dest": "lam", "type": float, "help": f"SharpCF's λ (default {d.train.lam})"}),
-        ("eps", ["--eps"], {"type": float, "help": f"APR's perturbation norm ρ (default {d.train.eps})"}),
-        ("adv_weight", ["--adv-weight"], {"type": float, "help": f"APR's α (default {d.train.adv_weight})"}),
-        ("dim", ["--dim"], {"type": int, "help": f"embedding size (default {d.model.dim})"}),
-        ("init_std", ["--init-std"], {"type": float,
-                                      "help": f"std of the normal initialiser (default {d.model.init_std})"}),
-        ("batch_size", ["--batch-size"], {"type": int, "help": f"(default {d.train.batch_size})"}),
-        ("lr", ["--lr"], {"type": float, "help": f"learning rate (default {d.train.lr})"}),
-        ("optimizer", ["--optimizer"], {"choices": OPTIMIZERS, "help": f"(default {d.train.optimizer})"}),
-        ("l2", ["--l2"], {"type": float, "help": f"L2 weight on the batch embeddings (default {d.train.l2})"}),
-        ("seed", ["--seed"], {"type": int, "help": f"(default {d.train.seed})"}),
-        ("steps_per_execution", ["--steps-per-execution"], {
-            "type": int, "help": "batches per call into the compiled graph (0: 128)"}),
-        ("jit_compile", ["--no-jit"], {"dest": "jit_compile", "action": "store_false", "default": None,
-                                       "help": "run the train step without XLA (slower epochs, no compile time)"}),
-        ("strategy", ["--strategy"], {
-            "choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), or the "
-                                           f"workers in $TF_CONFIG (multi-worker); see docs/scaling.md "
-                                           f"(default {d.train.strategy})"}),
-        ("eval_every", ["--eval-every"], {"type": int, "help": f"evaluate every N epochs (default {d.eval.eval_every})"}),
-        ("ks", ["--k"], {"dest": "ks", "type": int, "nargs": "+", "help": f"cut-offs K (default {list(d.eval.ks)})"}),
-        ("eval_user_batch", ["--eval-user-batch"], {"type": int,
-                                                    "help": f"users per scoring matmul (default {d.eval.user_batch})"}),
-        ("checkpoint_every", ["--checkpoint-every"], {
-            "type": int, "help": f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
-                                 f"0: only after the last (default {d.train.checkpoint_every})"}),
-    ]
-    for dest, names, kwargs in flags:
+    helps = dict(helps or {})
+    for dest, names, _, kwargs in TRAINING_FLAGS:
         if dest in skip:
             continue
         if dest in helps:
@@ -102,8 +116,6 @@ def add_training_flags(group, skip=(), helps=None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Defaults are written into each help text (they come from Config, and the
-    # flags' own default is None so that --config values are not overridden).
     p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0])
     add_training_flags(p)
     p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
