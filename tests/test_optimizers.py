@@ -142,6 +142,7 @@ def test_kernel_switch_off_falls_back(monkeypatch):
 
 
 def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.delenv(kernels.ENV_SWITCH, raising=False)
     monkeypatch.setenv(kernels.ENV_CACHE, str(tmp_path))
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     kernels.lazy_adam_op.cache_clear()

@@ -1,0 +1,27 @@
+"""Smoke tests: the speed benchmarks run end to end on tiny data and print
+their tables (the figures themselves are not asserted: they live in README)."""
+import json
+
+from benchmarks import epoch_time, step_time
+from tf_sharpcf import kernels
+
+
+def test_epoch_time_prints_ratios_and_writes_json(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    epoch_time.main(["--dataset", str(tiny_folder), "--epochs", "1", "--batch-size", "16", "--dim", "4",
+                     "--compare-xla", "--no-implicit", "--json", str(out)])
+    table = capsys.readouterr().out
+    assert "| sharpcf / bpr |" in table and "| apr-xla / bpr-xla |" in table
+    results = json.loads(out.read_text())
+    assert set(results["methods"]) == {"bpr", "sharpcf", "apr", "bpr-xla", "sharpcf-xla", "apr-xla"}
+    assert results["eval_seconds"] > 0 and all(r["median"] > 0 for r in results["methods"].values())
+    assert not results["methods"]["bpr-xla"]["row_kernel"]
+
+
+def test_step_time_prints_every_variant(tiny_folder, capsys):
+    step_time.main(["--dataset", str(tiny_folder), "--batches", "2", "--reps", "1", "--batch-size", "16",
+                    "--dim", "4", "--methods", "bpr,apr"])
+    table = capsys.readouterr().out
+    kinds = ("kernel", "xla") if kernels.lazy_adam_op() is not None else ("xla",)
+    for variant in (f"{m}-{k}" for m in ("bpr", "apr") for k in kinds):
+        assert f"| {variant} |" in table
