@@ -23,6 +23,7 @@ from pathlib import Path
 
 import tf_sharpcf  # noqa: F401
 
+from benchmarks.common import add_data_flags
 from tf_sharpcf import checkpointing
 from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
@@ -60,11 +61,8 @@ def trained_state(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
+    add_data_flags(p, dataset=None, window=3)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--window", type=int, default=3)
     p.add_argument("--saves", type=int, default=8)
     p.add_argument("--dir", default=str(Path(__file__).resolve().parents[2]))
     args = p.parse_args()

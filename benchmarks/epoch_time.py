@@ -24,6 +24,7 @@ import tf_sharpcf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.common import add_data_flags
 from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_dataset
@@ -89,14 +90,10 @@ def time_implicit(data, args):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="gowalla")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", default="bpr,sharpcf,apr")
+    add_data_flags(p, methods=True, batch_size=Config().train.batch_size)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one untimed)")
-    p.add_argument("--batch-size", type=int, default=Config().train.batch_size)
     p.add_argument("--optimizer", default=Config().train.optimizer)
     p.add_argument("--lr", type=float, default=Config().train.lr)
-    p.add_argument("--dim", type=int, default=128)
     p.add_argument("--no-jit", action="store_true")
     p.add_argument("--compare-xla", action="store_true",
                    help="also time each method with the whole step in XLA (no fused row kernel)")

@@ -21,6 +21,7 @@ import time
 import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
+from benchmarks.common import add_data_flags
 from tf_sharpcf import kernels
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_dataset
@@ -45,13 +46,9 @@ def step_function(data, method: str, row_kernel, args):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="gowalla")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", default="bpr,sharpcf,apr")
+    add_data_flags(p, methods=True, batch_size=Config().train.batch_size)
     p.add_argument("--batches", type=int, default=30, help="batches per timed call")
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=Config().train.batch_size)
-    p.add_argument("--dim", type=int, default=128)
     args = p.parse_args(argv)
 
     data = load_dataset(args.dataset, args.data_dir, allow_download=False)

@@ -22,6 +22,7 @@ import resource
 import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
+from benchmarks.common import add_data_flags
 from tf_sharpcf.callbacks import EpochCounter
 from tf_sharpcf.config import Config
 from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
@@ -49,10 +50,7 @@ class Sizes:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--window", type=int, default=3)
+    add_data_flags(p, dataset=None, window=3)
     p.add_argument("--scale", type=int, default=1, help="multiply Gowalla's row counts (without --dataset)")
     args = p.parse_args()
     config = Config().replace(model={"dim": args.dim},
