@@ -23,14 +23,13 @@ from pathlib import Path
 
 import tf_sharpcf  # noqa: F401
 
-from benchmarks.common import add_data_flags
+from benchmarks.common import add_data_flags, compiled_model
 from tf_sharpcf import checkpointing
 from tf_sharpcf.callbacks import EpochCounter, EpochTimer
-from tf_sharpcf.config import Config
 from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
 from tf_sharpcf.optimizers import make_optimizer
-from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
+from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK
 from tf_sharpcf.trajectory import TrajectoryTable
 
 GOWALLA = {"num_users": 29_858, "num_items": 40_981, "num_train": 810_128}
@@ -47,11 +46,8 @@ def synthetic_state(dim: int, window: int):
 def trained_state(args):
     from tf_sharpcf.datasets import load_dataset
     data = load_dataset(args.dataset, args.data_dir, False)
-    config = Config().replace(data={"dataset": args.dataset}, model={"dim": args.dim},
-                              train={"method": "sharpcf", "warmup_epochs": 0, "window": args.window})
-    model, objective, optimizer = build_model(config, data)
-    model.set_objective(objective)
-    model.compile(optimizer=optimizer, jit_compile=True)
+    model, config = compiled_model(data, "sharpcf", args.dim, window=args.window)
+    optimizer = model.optimizer
     k, b = DEFAULT_BATCHES_PER_CHUNK, config.train.batch_size
     history = model.fit(training_dataset(data, b, 0, 0, args.epochs, batches_per_chunk=k), epochs=args.epochs,
                         steps_per_epoch=chunks_per_epoch(data.num_train, b, k),

@@ -1,8 +1,13 @@
-"""Command-line flags shared by the benchmark scripts."""
+"""Command-line flags and model set-up shared by the benchmark scripts."""
 from __future__ import annotations
 
 import argparse
 from typing import Optional
+
+import tensorflow as tf
+
+from tf_sharpcf.config import Config
+from tf_sharpcf.train import build_model
 
 
 def add_data_flags(p: argparse.ArgumentParser, dataset: Optional[str] = "gowalla", dim: int = 128,
@@ -19,3 +24,16 @@ def add_data_flags(p: argparse.ArgumentParser, dataset: Optional[str] = "gowalla
         p.add_argument("--methods", default="bpr,sharpcf,apr", help="comma-separated, timed in this order")
     if batch_size is not None:
         p.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_kernel=None, **train):
+    """A fresh model (seed 0) training `method` from epoch 0 with no warm-up,
+    its objective set and compiled; `train` overrides further TrainConfig
+    fields (window defaults to 3). -> (model, config)."""
+    config = Config().replace(model={"dim": dim}, train={
+        "method": method, "warmup_epochs": 0, "window": 3, "jit_compile": jit_compile, **train})
+    tf.keras.utils.set_random_seed(0)
+    model, objective, optimizer = build_model(config, data)
+    model.set_objective(objective)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile, row_kernel=row_kernel)
+    return model, config

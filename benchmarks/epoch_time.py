@@ -24,25 +24,19 @@ import tf_sharpcf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.common import add_data_flags
+from benchmarks.common import add_data_flags, compiled_model
 from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_dataset
 from tf_sharpcf.evaluation import Evaluator
 from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
-from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
+from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK
 
 
 def build(data, method: str, args, row_kernel=None):
     """-> (compiled model, epoch -> that epoch's dataset of chunks, chunks per epoch)."""
-    config = Config().replace(
-        data={"dataset": args.dataset}, model={"dim": args.dim},
-        train={"method": method, "warmup_epochs": 0, "window": 3, "batch_size": args.batch_size,
-               "optimizer": args.optimizer, "lr": args.lr, "jit_compile": not args.no_jit})
-    tf.keras.utils.set_random_seed(0)
-    model, objective, optimizer = build_model(config, data)
-    model.set_objective(objective)
-    model.compile(optimizer=optimizer, jit_compile=not args.no_jit, row_kernel=row_kernel)
+    model, _ = compiled_model(data, method, args.dim, jit_compile=not args.no_jit, row_kernel=row_kernel,
+                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr)
     k = DEFAULT_BATCHES_PER_CHUNK
     def batches(epoch):
         return training_dataset(data, args.batch_size, 0, epoch, epoch + 1, batches_per_chunk=k)

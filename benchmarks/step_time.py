@@ -21,23 +21,16 @@ import time
 import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
-from benchmarks.common import add_data_flags
+from benchmarks.common import add_data_flags, compiled_model
 from tf_sharpcf import kernels
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import load_dataset
 from tf_sharpcf.input_pipeline import training_dataset
-from tf_sharpcf.train import build_model
 
 
 def step_function(data, method: str, row_kernel, args):
     """-> (the compiled train step of a fresh model, whether it uses the kernel)."""
-    config = Config().replace(data={"dataset": args.dataset}, model={"dim": args.dim},
-                              train={"method": method, "warmup_epochs": 0, "window": 3,
-                                     "batch_size": args.batch_size})
-    tf.keras.utils.set_random_seed(0)
-    model, objective, optimizer = build_model(config, data)
-    model.set_objective(objective)
-    model.compile(optimizer=optimizer, jit_compile=True, row_kernel=row_kernel)
+    model, config = compiled_model(data, method, args.dim, row_kernel=row_kernel, batch_size=args.batch_size)
     model.epoch.assign(config.train.window)          # SharpCF's term on: the table counts as filled
     # As Keras' train function does: the whole loop under XLA, or (kernel)
     # a graph loop around the XLA-compiled loss and gradients.

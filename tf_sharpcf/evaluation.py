@@ -50,8 +50,9 @@ class _BatchMasks(NamedTuple):
     With I_pad = the item count padded to a multiple of the group size; a key
     is row * I_pad + item, i.e. the flat index into the batch's [rows, I_pad]
     score matrix.
-      masked_keys: [n_m] int64 numpy, sorted keys of the rows' training items
-                   and of the padding columns (set to -inf before the top-k).
+      masked_keys: [n_m] int64, sorted keys of the rows' training items and of
+                   the padding columns (set to -inf before the top-k); numpy
+                   for the 'blas' scorer, a tensor for 'tf'.
       test_keys:   [n_test + 1] int64 tensor, sorted keys of the rows' test
                    items, then the sentinel.
     """
@@ -167,7 +168,10 @@ class Evaluator:
         self._masks = []
         for b, (train_pairs, test_pairs) in enumerate(zip(train, test)):
             rows = min(self.user_batch, self.users.size - b * self.user_batch)
-            self._masks.append(_batch_masks(train_pairs, test_pairs, rows, self.num_items, self.padded_items))
+            masks = _batch_masks(train_pairs, test_pairs, rows, self.num_items, self.padded_items)
+            if self.scorer == "tf":
+                masks = masks._replace(masked_keys=tf.constant(masks.masked_keys))
+            self._masks.append(masks)
         self._test_items = data.test_items
         self._test_users = data.test_users
         matrix, keys = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int64)
@@ -184,20 +188,17 @@ class Evaluator:
         scores = mask_scores(tf.matmul(user_emb, item_emb_t), masked_keys)   # [b, I_pad]
         return self._masked_top_k(scores, test_keys)
 
-    def _padded_items_t(self, item_embeddings) -> np.ndarray:
-        """[num_items, d] -> [d, I_pad] float32, padding columns zero."""
-        item_emb = np.asarray(item_embeddings, np.float32)
-        out = np.zeros((item_emb.shape[1], self.padded_items), np.float32)
-        out[:, :self.num_items] = item_emb.T
-        return out
-
     def top_k(self, user_embeddings, item_embeddings) -> Tuple[np.ndarray, np.ndarray]:
         """-> ([U_eval, K_max] int32 ranked item ids, [U_eval, K_max] bool hits)."""
-        if self.scorer == "tf":
-            item_emb_t = tf.constant(self._padded_items_t(tf.convert_to_tensor(item_embeddings)))
+        # Items as [d, I_pad], padding columns zero.
+        if self.scorer == "tf":                     # stays on TensorFlow's device
+            item_emb = tf.convert_to_tensor(item_embeddings, tf.float32)
+            item_emb_t = tf.transpose(tf.pad(item_emb, [[0, self.padded_items - self.num_items], [0, 0]]))
             user_emb = tf.convert_to_tensor(user_embeddings, tf.float32)
         else:
-            item_emb_t = self._padded_items_t(np.asarray(item_embeddings))
+            item_emb = np.asarray(item_embeddings, np.float32)
+            item_emb_t = np.zeros((item_emb.shape[1], self.padded_items), np.float32)
+            item_emb_t[:, :self.num_items] = item_emb.T
             user_emb = np.asarray(user_embeddings, np.float32)
             # One [user_batch, I_pad] buffer per call, freed on return.
             buffer = _aligned_empty((min(self.user_batch, self.users.size), self.padded_items))
@@ -205,8 +206,8 @@ class Evaluator:
         for b, masks in enumerate(self._masks):
             users = self.users[b * self.user_batch:(b + 1) * self.user_batch]
             if self.scorer == "tf":
-                top, hit = self._tf_fn(tf.gather(user_emb, users), item_emb_t,
-                                       tf.constant(masks.masked_keys), masks.test_keys)
+                top, hit = self._tf_fn(tf.gather(user_emb, users), item_emb_t, masks.masked_keys,
+                                       masks.test_keys)
             else:
                 scores = buffer[:users.size]
                 np.matmul(user_emb[users], item_emb_t, out=scores)

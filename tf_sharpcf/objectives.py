@@ -114,9 +114,9 @@ class APR(Objective):
 
     log_names = Objective.log_names + ("adversarial_loss",)
     # Measured on Gowalla (2 cores, LazyAdam, 5 epochs interleaved): 4.24 s per
-    # epoch all-XLA vs 4.85 s with the kernel. The perturbation already sums
-    # the batch's repeated rows inside XLA, where LazyAdam's update reuses the
-    # same row segments; outside XLA the kernel redoes that work.
+    # epoch all-XLA vs 4.85 s with the kernel (per step 48.2 vs 53.5 ms,
+    # benchmarks.step_time). Why is not established: the kernel speeds up the
+    # same update by ~10 ms per step for BPR, but APR's step with it is slower.
     row_kernel_helps = False
 
     def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, name=None):
