@@ -8,7 +8,9 @@ first epoch, which includes XLA compilation, is not timed). The methods' epochs
 are interleaved (epoch e of each method in turn) and ratios are taken within
 this one run, since the machine is shared and noisy. `--compare-xla` adds each
 method with the row update inside XLA too ("bpr-xla", ...: no fused lazy-Adam
-kernel), interleaved with the others.
+kernel), interleaved with the others. `--negatives K` times every method at
+K negatives per positive; `--baseline-negatives K0` adds BPR at K0 ("bpr@k1"),
+interleaved, for the ratio of a K-negative epoch to a K0-negative one.
 """
 from __future__ import annotations
 
@@ -33,13 +35,16 @@ from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK
 
 
-def build(data, method: str, args, row_kernel=None):
+def build(data, method: str, args, row_kernel=None, negatives=None):
     """-> (compiled model, epoch -> that epoch's dataset of chunks, chunks per epoch)."""
+    negatives = args.negatives if negatives is None else negatives
     model, _ = compiled_model(data, method, args.dim, jit_compile=not args.no_jit, row_kernel=row_kernel,
-                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr)
+                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                              negatives=negatives)
     k = DEFAULT_BATCHES_PER_CHUNK
     def batches(epoch):
-        return training_dataset(data, args.batch_size, 0, epoch, epoch + 1, batches_per_chunk=k)
+        return training_dataset(data, args.batch_size, 0, epoch, epoch + 1, batches_per_chunk=k,
+                                negatives=negatives)
     return model, batches, chunks_per_epoch(data.num_train, args.batch_size, k)
 
 
@@ -50,8 +55,11 @@ def time_methods(data, methods, args) -> dict:
     the machine's drift (shared cores) falls on all of them alike; the first
     epoch (XLA compilation) is not timed.
     """
-    runs = {m: build(data, m.removesuffix("-xla"), args, row_kernel=False if m.endswith("-xla") else None)
-            for m in methods}
+    def one(m):       # "apr", "apr-xla" (no fused kernel), "bpr@k1" (K = 1)
+        name, _, k = m.partition("@k")
+        return build(data, name.removesuffix("-xla"), args, row_kernel=False if name.endswith("-xla") else None,
+                     negatives=int(k) if k else None)
+    runs = {m: one(m) for m in methods}
     seconds = {m: [] for m in methods}
     for epoch in range(args.epochs + 1):
         for m, (model, batches, steps) in runs.items():
@@ -89,6 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--optimizer", default=Config().train.optimizer)
     p.add_argument("--lr", type=float, default=Config().train.lr)
     p.add_argument("--no-jit", action="store_true")
+    p.add_argument("--negatives", type=int, default=Config().train.negatives, help="K per positive")
+    p.add_argument("--baseline-negatives", type=int, default=None,
+                   help="also time BPR at this K, interleaved (e.g. 1)")
     p.add_argument("--compare-xla", action="store_true",
                    help="also time each method with the whole step in XLA (no fused row kernel)")
     p.add_argument("--no-implicit", action="store_true")
@@ -97,7 +108,7 @@ def main(argv=None) -> int:
 
     data = load_dataset(args.dataset, args.data_dir, allow_download=False)
     print(data.describe(), file=sys.stderr)
-    results = {"dataset": data.name, "dim": args.dim, "batch_size": args.batch_size,
+    results = {"dataset": data.name, "dim": args.dim, "batch_size": args.batch_size, "negatives": args.negatives,
                "optimizer": args.optimizer, "jit": not args.no_jit, "epochs_timed": args.epochs,
                "machine": f"{platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
                "methods": {}}
@@ -105,6 +116,8 @@ def main(argv=None) -> int:
     methods = args.methods.split(",")
     if args.compare_xla:
         methods += [f"{m}-xla" for m in methods]
+    if args.baseline_negatives is not None:
+        methods.append(f"bpr@k{args.baseline_negatives}")
     for method, r in time_methods(data, methods, args).items():
         last_model = r.pop("model")
         results["methods"][method] = r
@@ -134,6 +147,10 @@ def main(argv=None) -> int:
         if method in m and f"{method}-xla" in m:
             results[f"{method}-xla/{method}"] = m[f"{method}-xla"]["median"] / m[method]["median"]
             lines.append(f"| {method}-xla / {method} (kernel speed-up) | {results[f'{method}-xla/{method}']:.2f} |")
+    k0 = f"bpr@k{args.baseline_negatives}"
+    if bpr and k0 in m:
+        results[f"bpr/{k0}"] = bpr / m[k0]["median"]
+        lines.append(f"| bpr (K = {args.negatives}) / {k0} | {results[f'bpr/{k0}']:.2f} |")
     lines.append(f"| full-ranking eval s ({len(evaluator.users):,} users) | {results['eval_seconds']:.2f} |")
     if results.get("implicit"):
         lines.append(f"| implicit {results['implicit']['version']} BPR s/epoch | {results['implicit']['median']:.3f} |")

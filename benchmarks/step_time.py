@@ -30,7 +30,8 @@ from tf_sharpcf.input_pipeline import training_dataset
 
 def step_function(data, method: str, row_kernel, args):
     """-> (the compiled train step of a fresh model, whether it uses the kernel)."""
-    model, config = compiled_model(data, method, args.dim, row_kernel=row_kernel, batch_size=args.batch_size)
+    model, config = compiled_model(data, method, args.dim, row_kernel=row_kernel, batch_size=args.batch_size,
+                                   negatives=args.negatives)
     model.epoch.assign(config.train.window)          # SharpCF's term on: the table counts as filled
     # As Keras' train function does: the whole loop under XLA, or (kernel)
     # a graph loop around the XLA-compiled loss and gradients.
@@ -42,10 +43,12 @@ def main(argv=None) -> int:
     add_data_flags(p, methods=True, batch_size=Config().train.batch_size)
     p.add_argument("--batches", type=int, default=30, help="batches per timed call")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--negatives", type=int, default=Config().train.negatives, help="K per positive")
     args = p.parse_args(argv)
 
     data = load_dataset(args.dataset, args.data_dir, allow_download=False)
-    chunk = next(iter(training_dataset(data, args.batch_size, 0, 0, 1, batches_per_chunk=args.batches)))
+    chunk = next(iter(training_dataset(data, args.batch_size, 0, 0, 1, batches_per_chunk=args.batches,
+                                       negatives=args.negatives)))
     kinds = (("-kernel", True), ("-xla", False)) if kernels.lazy_adam_op() is not None else (("-xla", False),)
     variants = {}
     for method in args.methods.split(","):

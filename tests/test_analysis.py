@@ -26,7 +26,7 @@ def test_loss_at_zero_is_the_bpr_loss():
     losses = landscape.loss_landscape(USERS, ITEMS, U, POS, NEG, ts=[-1.0, 0.0, 1.0], seed=3)
     # mean(log1p(exp(-[1, 2]))) = (0.3132617 + 0.1269280) / 2 = 0.2200948
     assert losses[1] == pytest.approx(0.2200948, abs=1e-7)
-    tf_value = bpr_loss(dot(USERS[U], ITEMS[POS]), dot(USERS[U], ITEMS[NEG])).numpy()
+    tf_value = bpr_loss(dot(USERS[U], ITEMS[POS]), dot(USERS[U], ITEMS[NEG])[:, None]).numpy()
     assert losses[1] == pytest.approx(float(tf_value), abs=1e-6)
 
 

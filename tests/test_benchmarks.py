@@ -18,6 +18,17 @@ def test_epoch_time_prints_ratios_and_writes_json(tiny_folder, tmp_path, capsys)
     assert not results["methods"]["bpr-xla"]["row_kernel"]
 
 
+def test_epoch_time_at_k_negatives_against_one(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    epoch_time.main(["--dataset", str(tiny_folder), "--epochs", "1", "--batch-size", "16", "--dim", "4",
+                     "--methods", "bpr,apr", "--negatives", "3", "--baseline-negatives", "1", "--no-implicit",
+                     "--json", str(out)])
+    assert "| bpr (K = 3) / bpr@k1 |" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["negatives"] == 3 and set(results["methods"]) == {"bpr", "apr", "bpr@k1"}
+    assert results["bpr/bpr@k1"] > 0
+
+
 def test_step_time_prints_every_variant(tiny_folder, capsys):
     step_time.main(["--dataset", str(tiny_folder), "--batches", "2", "--reps", "1", "--batch-size", "16",
                     "--dim", "4", "--methods", "bpr,apr"])

@@ -106,6 +106,11 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_lightgcn(folder, train, test)
 
 
+# K negatives per positive: replicas slice the [B, K] negatives with their rows,
+# and APR's cross-replica perturbation sums over every negative row too.
+NEGATIVES = {"bpr": 1, "apr": 3, "sharpcf": 2}
+
+
 def train_run(folder: Path, method: str, strategy) -> dict:
     """Trains `method` under `strategy` through `fit_input`; -> numpy arrays."""
     import tensorflow as tf
@@ -127,7 +132,7 @@ def train_run(folder: Path, method: str, strategy) -> dict:
         # Slots made now, not in the first trace: tf.function would trace again.
         optimizer.build(model.trainable_variables)
     plan = fit_input(strategy, data, BATCH, 0, 0, EPOCHS, batches_per_chunk=BATCHES_PER_CALL[method],
-                     jit_compile=False)
+                     jit_compile=False, negatives=NEGATIVES[method])
     model.compile(optimizer=optimizer, jit_compile=plan.jit_compile, steps_per_execution=plan.steps_per_execution)
     snapshots = []
 

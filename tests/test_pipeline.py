@@ -51,8 +51,64 @@ def test_negatives_are_never_training_items_of_the_user(tiny_folder):
     data = load_lightgcn(tiny_folder)
     positives = set(zip(data.train_users.tolist(), data.train_items.tolist()))
     for _, users, _, negs in _collect(training_dataset(data, 16, seed=5, start_epoch=0, end_epoch=3)):
-        assert all((u, j) not in positives for u, j in zip(users.tolist(), negs.tolist()))
+        assert negs.shape == (len(users), 1)
+        assert all((u, j) not in positives for u, j in zip(users.tolist(), negs[:, 0].tolist()))
         assert negs.min() >= 0 and negs.max() < data.num_items
+
+
+@pytest.mark.parametrize("k", [3, 16])
+def test_k_negatives_are_never_training_items_and_cover_the_rest(tiny_folder, k):
+    data = load_lightgcn(tiny_folder)
+    positives = set(zip(data.train_users.tolist(), data.train_items.tolist()))
+    seen = set()
+    for _, users, _, negs in _collect(training_dataset(data, 16, seed=5, start_epoch=0, end_epoch=3,
+                                                       negatives=k)):
+        assert negs.shape == (len(users), k)
+        pairs = {(u, j) for u, row in zip(users.tolist(), negs.tolist()) for j in row}
+        assert not pairs & positives
+        seen |= pairs
+        assert negs.min() >= 0 and negs.max() < data.num_items
+    # Every item is some user's non-positive, and 3 epochs of draws hit each.
+    assert {j for _, j in seen} == set(range(data.num_items))
+
+
+def test_k_negatives_are_uniform_over_the_users_non_positives(tiny_folder):
+    import tensorflow as tf
+    data = load_lightgcn(tiny_folder)
+    sampler = NegativeSampler(data)
+    mine = set(data.train_items[data.train_users == 0].tolist())
+    others = sorted(set(range(data.num_items)) - mine)
+    negs = sampler(tf.zeros([100], tf.int32), tf.constant([7, 1], tf.int64), len(others) * 4).numpy()
+    counts = np.bincount(negs.ravel(), minlength=data.num_items)
+    assert counts[sorted(mine)].sum() == 0
+    expected = negs.size / len(others)                       # 400 per item, binomial std ~20
+    assert np.all(np.abs(counts[others] - expected) < 6 * np.sqrt(expected))
+
+
+def test_one_negative_is_the_first_column_of_the_same_stream(tiny_folder):
+    """K = 1 draws exactly what a [B] sampler draws (one stateless stream in
+    row-major order), so K = 1 runs are today's runs."""
+    import tensorflow as tf
+    data = load_lightgcn(tiny_folder)
+    sampler = NegativeSampler(data)
+    users = tf.constant(data.train_users, tf.int32)
+    seed = tf.constant([4, 9], tf.int64)
+    one = sampler(users, seed, 1).numpy()
+    flat = tf.random.stateless_uniform(tf.shape(users), tf.random.experimental.stateless_fold_in(seed, 0),
+                                       minval=0, maxval=data.num_items, dtype=tf.int32).numpy()
+    ok = ~sampler.is_positive(users, tf.constant(flat)).numpy()
+    np.testing.assert_array_equal(one[ok, 0], flat[ok])
+
+
+def test_negatives_are_the_same_for_every_element_id_layout(tiny_folder):
+    """Element ids are one per positive whatever K is."""
+    data = load_lightgcn(tiny_folder)
+    a = _collect(training_dataset(data, 16, seed=5, start_epoch=0, end_epoch=2, negatives=1))
+    b = _collect(training_dataset(data, 16, seed=5, start_epoch=0, end_epoch=2, negatives=4))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for s, t in zip(x[:3], y[:3]):
+            np.testing.assert_array_equal(s, t)
 
 
 def test_sampler_finds_negatives_for_a_nearly_full_user(tmp_path):
@@ -61,8 +117,8 @@ def test_sampler_finds_negatives_for_a_nearly_full_user(tmp_path):
     data = load_lightgcn(folder)
     sampler = NegativeSampler(data)
     import tensorflow as tf
-    negs = sampler(tf.zeros([64], tf.int32), tf.constant([1, 2], tf.int64)).numpy()
-    assert set(negs.tolist()) == {49}
+    negs = sampler(tf.zeros([64], tf.int32), tf.constant([1, 2], tf.int64), 8).numpy()
+    assert negs.shape == (64, 8) and set(negs.ravel().tolist()) == {49}
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])

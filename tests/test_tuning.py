@@ -213,7 +213,29 @@ def test_flags_build_the_search_space():
     assert set(apr.tuned) == {"eps", "adv_weight", "lr", "l2"}
 
 
+def test_negatives_and_batch_size_are_searched_only_when_given():
+    plain = settings_from_args(build_parser().parse_args(["--method", "bpr", "--epochs", "3",
+                                                          "--warmup-epochs", "0", "--negatives", "4"]))
+    assert "negatives" not in plain.space and "batch_size" not in plain.space
+    assert plain.trial_config({"lr": 0.005, "l2": 0.01}).train.negatives == 4
+    args = build_parser().parse_args(["--method", "bpr", "--epochs", "3", "--warmup-epochs", "0",
+                                      "--negatives-values", "1", "4", "16", "--batch-size-values", "1024", "8192",
+                                      "--fix", "lr=0.001", "--fix", "l2=0.001"])
+    settings = settings_from_args(args)
+    assert settings.space["negatives"] == search_space.Space.choice(1, 4, 16)
+    config = settings.trial_config({"negatives": 16, "batch_size": 1024})
+    assert (config.train.negatives, config.train.batch_size, config.train.lr) == (16, 1024, 0.001)
+    assert sorted(p.name for p in tuning.make_oracle(settings).get_space().space) == ["batch_size", "negatives"]
+
+
+def test_warm_up_key_follows_k(tiny_folder, tmp_path):
+    warm = tuning.WarmStarts(tmp_path, load_lightgcn(tiny_folder))
+    base = Config().replace(train={"epochs": 4, "warmup_epochs": 2})
+    assert warm.key(base) != warm.key(base.replace(train={"negatives": 4}))
+
+
 BAD = [
+    (["--negatives-values", "0", "2"], "--negatives-values"),
     (["--lambda-range", "0", "1"], "--lambda-range"),
     (["--lambda-range", "1", "0.1"], "LO < HI"),
     (["--window-values", "0", "2"], "--window-values"),

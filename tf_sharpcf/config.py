@@ -41,6 +41,7 @@ class TrainConfig:
     eps: float = 0.2               # rho of Eq. 5; ml-1m validation: 0.2 > 0.1 > 0.02 ≈ 0.05 > 0.5 (the paper's)
     adv_weight: float = 1.0        # alpha of Eq. 6
     batch_size: int = 8192
+    negatives: int = 1             # K: uniform negatives per positive, BPR averaged over them
     lr: float = 5e-3               # ml-1m validation search (results/tuning/ml-1m-bpr-lr-l2): 5e-3 > 1e-2
     optimizer: str = "lazyadam"
     l2: float = 1e-2               # same search: 1e-2 > 3e-3 > 3e-2
@@ -84,9 +85,12 @@ class Config:
                f"(alpha) must be a finite number >= 0, got {t.adv_weight!r}")
         _check(_is_int(t.batch_size) and t.batch_size >= 1, "batch-size",
                f"must be an integer >= 1, got {t.batch_size!r}")
+        _check(_is_int(t.negatives) and t.negatives >= 1, "negatives",
+               f"(K) must be an integer >= 1, got {t.negatives!r}")
         _check(_finite(t.lr) and t.lr > 0, "lr", f"must be a finite number > 0, got {t.lr!r}")
         _check(_finite(t.l2) and t.l2 >= 0, "l2", f"must be a finite number >= 0, got {t.l2!r}")
-        _check(_is_int(t.seed) and t.seed >= 0, "seed", f"must be an integer >= 0, got {t.seed!r}")
+        _check(_is_int(t.seed) and 0 <= t.seed < 2 ** 32, "seed",
+               f"must be an integer in [0, 2**32 - 1], got {t.seed!r}")
         _check(_is_int(t.steps_per_execution) and t.steps_per_execution >= 0, "steps-per-execution",
                f"must be an integer >= 0, got {t.steps_per_execution!r}")
         _check(_is_int(t.checkpoint_every) and t.checkpoint_every >= 0, "checkpoint-every",
@@ -106,6 +110,19 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> "Config":
+        """A Config written by tf_sharpcf (a run's config.json, a search's base):
+        every field was written, so one that is missing predates the field and
+        takes the value it had then (`ADDED_FIELDS`), not today's default."""
+        d = {name: dict(values or {}) for name, values in d.items()} if isinstance(d, Mapping) else d
+        if isinstance(d, dict):
+            for section, fields in ADDED_FIELDS.items():
+                if isinstance(d.get(section), dict):
+                    for name, value in fields.items():
+                        d[section].setdefault(name, value)
+        return cls.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
@@ -148,6 +165,11 @@ class Config:
         for name, values in sections.items():
             parts[name] = dataclasses.replace(getattr(self, name), **values)
         return dataclasses.replace(self, **parts)
+
+
+# Fields added after configs were first written, with the value a config
+# written before them meant (`Config.from_stored`).
+ADDED_FIELDS = {"train": {"negatives": 1}}
 
 
 def _is_int(x) -> bool:

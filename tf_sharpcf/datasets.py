@@ -340,8 +340,15 @@ DATASETS: Dict[str, Tuple[RemoteFile, ...]] = {
         RemoteFile("item_list.txt", LIGHTGCN_URL.format(name="gowalla", file="item_list.txt"),
                    ("sha256", "6b186f92890cc3f0c15a6dae5d6285f125a302bb8c5ea0cd9a16cf9c16347139")),
     ),
-    "yelp2018": _lightgcn_files("yelp2018", {}),
-    "amazon-book": _lightgcn_files("amazon-book", {}),
+    # The public LightGCN copy's digests (byte-identical to ../shared/data/yelp2018).
+    "yelp2018": _lightgcn_files("yelp2018", {
+        "train.txt": "1e9568725a9e833d0ac3bae01c94cd95367f73b3bb6104fd26b5f65ea5054093",
+        "test.txt": "9cd9b37926cd1447a06625ffa7914527573fb097c10cb0bbdb1d1b8ded3742fe",
+    }),
+    # train.txt: its published md5; test.txt has none known (recorded on first download).
+    "amazon-book": tuple(
+        dataclasses.replace(r, checksum=("md5", "c916ecac04ca72300a016228258b41ed")) if r.name == "train.txt" else r
+        for r in _lightgcn_files("amazon-book", {})),
     # GroupLens publishes the md5 of the archive beside it.
     "ml-1m": (RemoteFile("ml-1m.zip", ML1M_URL, ("md5", "c4d9eecfca2ab87c1945afe126590906")),),
 }

@@ -66,7 +66,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def replica_slice(columns: Sequence[tf.Tensor], replica: tf.Tensor, num_replicas: int):
-    """Rows [⌊rB/R⌋, ⌊(r+1)B/R⌋) of every [B] column: replica r's part of a global batch.
+    """Rows [⌊rB/R⌋, ⌊(r+1)B/R⌋) of every [B, ...] column: replica r's part of a global batch.
 
     Concatenating the R slices in replica order gives the batch back; their
     sizes differ by at most one (e.g. B = 5, R = 2: rows 0-1 and 2-4).
@@ -138,7 +138,8 @@ class FitInput(NamedTuple):
 
 
 def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: int, seed: int,
-              start_epoch: int, end_epoch: int, batches_per_chunk: int, jit_compile: bool) -> FitInput:
+              start_epoch: int, end_epoch: int, batches_per_chunk: int, jit_compile: bool,
+              negatives: int = 1) -> FitInput:
     """The training input for epochs [start_epoch, end_epoch) under `strategy`.
 
     Default strategy: chunks of `batches_per_chunk` batches, looped inside the
@@ -150,9 +151,9 @@ def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: 
     """
     if not is_mirrored(strategy):
         return FitInput(training_dataset(data, batch_size, seed, start_epoch, end_epoch,
-                                         batches_per_chunk=batches_per_chunk),
+                                         batches_per_chunk=batches_per_chunk, negatives=negatives),
                         chunks_per_epoch(data.num_train, batch_size, batches_per_chunk), 1, jit_compile)
-    dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch)
+    dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch, negatives=negatives)
     return FitInput(distribute_batches(strategy, dataset), steps_per_epoch(data.num_train, batch_size),
                     steps_per_execution(batches_per_chunk, data.num_train, batch_size), False)
 

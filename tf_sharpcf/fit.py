@@ -59,6 +59,9 @@ TRAINING_FLAGS = [
      {"type": float, "help": f"std of the normal initialiser (default {_D.model.init_std})"}),
     ("batch_size", ["--batch-size"], ("train", "batch_size"),
      {"type": int, "help": f"(default {_D.train.batch_size})"}),
+    ("negatives", ["--negatives"], ("train", "negatives"),
+     {"type": int, "metavar": "K", "help": f"uniform negatives per positive, BPR averaged over the K pairs "
+                                           f"(default {_D.train.negatives})"}),
     ("lr", ["--lr"], ("train", "lr"),
      {"type": float, "help": f"learning rate (default {_D.train.lr})"}),
     ("optimizer", ["--optimizer"], ("train", "optimizer"),

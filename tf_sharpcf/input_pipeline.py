@@ -1,4 +1,4 @@
-"""The tf.data training pipeline: `(element_id, user, pos_item, neg_item)` batches.
+"""The tf.data training pipeline: `(element_id, user, pos_item, neg_items)` batches.
 
 Each epoch is a pure function of `(seed, epoch)`: the permutation of the
 canonical training table and every negative are drawn with stateless random
@@ -37,13 +37,23 @@ class NegativeSampler:
             tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0)
 
     def is_positive(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """users, items: [B] int32 -> [B] bool, True where (user, item) is in train."""
-        query = tf.cast(users, tf.int64) * self.num_items + tf.cast(items, tf.int64)
+        """users: [B] int32, items: [B] or [B, K] int32 -> bool of items' shape,
+        True where (user, item) is in train."""
+        users = tf.cast(users, tf.int64)
+        if items.shape.rank == 2:
+            users = users[:, None]
+        query = users * self.num_items + tf.cast(items, tf.int64)
         return tf.cast(self.table.lookup(query), tf.bool)
 
-    def __call__(self, users: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """users: [B] int32, seed: [2] int64 -> [B] int32 negatives."""
-        shape = tf.shape(users)
+    def __call__(self, users: tf.Tensor, seed: tf.Tensor, negatives: int = 1) -> tf.Tensor:
+        """users: [B] int32, seed: [2] int64 -> [B, K] int32 negatives (K = `negatives`).
+
+        Each of the B·K draws is uniform over the items its user has not
+        interacted with, independently (a row may repeat an item). The draws
+        are one stateless stream in row-major order, so column 0 at K = 1 is
+        exactly the [B] draw of a one-negative sampler.
+        """
+        shape = tf.stack([tf.shape(users)[0], negatives])
 
         def draw(round_):
             s = tf.random.experimental.stateless_fold_in(seed, round_)
@@ -69,33 +79,36 @@ def epoch_permutation(num_train: int, seed: int, epoch) -> tf.Tensor:
     return tf.random.experimental.stateless_shuffle(tf.range(num_train, dtype=tf.int32), seed=key)
 
 
-def epoch_tables(data_tensors, sampler: "NegativeSampler", num_train: int, seed: int, epoch):
+def epoch_tables(data_tensors, sampler: "NegativeSampler", num_train: int, seed: int, epoch,
+                 negatives: int = 1):
     """One epoch's interactions in training order.
 
-    Returns four [N] int32 tensors (element_id, user, pos_item, neg_item): the
-    epoch's permutation of the canonical table and one negative per row, all a
-    pure function of (seed, epoch).
+    Returns (element_id, user, pos_item) as [N] int32 tensors and neg_items as
+    [N, K] int32: the epoch's permutation of the canonical table and K
+    negatives per row, all a pure function of (seed, epoch).
     """
     users, items = data_tensors
     ids = epoch_permutation(num_train, seed, epoch)
     u = tf.gather(users, ids)
     key = tf.stack([tf.constant(seed, tf.int64) + 7919, tf.cast(epoch, tf.int64)])
-    return ids, u, tf.gather(items, ids), sampler(u, key)
+    return ids, u, tf.gather(items, ids), sampler(u, key, negatives)
 
 
 def training_dataset(data: Interactions, batch_size: int, seed: int,
                      start_epoch: int = 0, end_epoch: int = 1,
-                     batches_per_chunk: int = 0) -> tf.data.Dataset:
+                     batches_per_chunk: int = 0, negatives: int = 1) -> tf.data.Dataset:
     """Batches for epochs [start_epoch, end_epoch), epoch after epoch.
 
-    With batches_per_chunk = 0, yields (element_id, user, pos_item, neg_item),
-    each [B] int32; the last batch of an epoch holds the N mod B remaining rows.
+    With batches_per_chunk = 0, yields (element_id, user, pos_item, neg_items):
+    three [B] int32 tensors and [B, K] int32 (K = `negatives`); the last batch
+    of an epoch holds the N mod B remaining rows.
     `steps_per_epoch(N, B)` batches per epoch. element_id is the row of the
     interaction in `data`'s canonical table.
 
     With batches_per_chunk = k > 0, yields the same batches stacked k at a time
-    as [k, B] tensors (fewer in an epoch's last full chunk), then the short
-    batch as [1, N mod B]; `chunks_per_epoch` gives the count. Both forms carry
+    as [k, B] tensors ([k, B, K] for neg_items; fewer in an epoch's last full
+    chunk), then the short batch as [1, N mod B]; `chunks_per_epoch` gives the
+    count. Both forms carry
     exactly the same batches in the same order.
     """
     n = data.num_train
@@ -108,14 +121,18 @@ def training_dataset(data: Interactions, batch_size: int, seed: int,
     spans = [(lo, min(full, lo + k)) for lo in range(0, full, k)]
 
     def one_epoch(epoch):
-        cols = epoch_tables(tensors, sampler, n, seed, epoch)
+        cols = epoch_tables(tensors, sampler, n, seed, epoch, negatives)
+
+        def batches(c, count):      # [count·B, ...] -> [count, B, ...]
+            return tf.reshape(c, [count, batch_size, *c.shape[1:]])
+
         if batches_per_chunk:
             pieces = [tf.data.Dataset.from_tensors(tuple(
-                tf.reshape(c[lo * batch_size: hi * batch_size], [hi - lo, batch_size]) for c in cols))
+                batches(c[lo * batch_size: hi * batch_size], hi - lo) for c in cols))
                 for lo, hi in spans]
         else:
             pieces = [tf.data.Dataset.from_tensor_slices(tuple(
-                tf.reshape(c[: full * batch_size], [full, batch_size]) for c in cols))] if full else []
+                batches(c[: full * batch_size], full) for c in cols))] if full else []
         if tail:
             short = tuple(c[full * batch_size:] for c in cols)
             pieces.append(tf.data.Dataset.from_tensors(

@@ -116,4 +116,4 @@ def sample_triples(data: Interactions, n: int, seed: int) -> Tuple[np.ndarray, n
     rows = np.sort(rng.choice(data.num_train, size=min(n, data.num_train), replace=False))
     users, pos = data.train_users[rows], data.train_items[rows]
     neg = NegativeSampler(data)(tf.constant(users, tf.int32), tf.constant([seed, 1], tf.int64))
-    return users, pos, neg.numpy().astype(np.int32)
+    return users, pos, neg.numpy()[:, 0].astype(np.int32)

@@ -63,7 +63,12 @@ class MatrixFactorization(tf.keras.Model):
     # -- scoring -----------------------------------------------------------
 
     def embed(self, users, pos_items, neg_items):
-        """[B] ids -> three [B, dim] gathered embeddings (user, positive, negative)."""
+        """users, pos_items: [B], neg_items: [B, K] -> gathered embeddings
+        [B, dim] (user), [B, dim] (positive), [B, K, dim] (negatives; [B, dim]
+        when K = 1, which keeps the one-negative graph, and its float
+        arithmetic, exactly as it was before K existed)."""
+        if neg_items.shape.rank == 2 and neg_items.shape[1] == 1:
+            neg_items = neg_items[:, 0]
         return (tf.gather(self.user_embedding, users), tf.gather(self.item_embedding, pos_items),
                 tf.gather(self.item_embedding, neg_items))
 
@@ -111,8 +116,8 @@ class MatrixFactorization(tf.keras.Model):
     def train_step(self, data):
         """One call of the compiled train function.
 
-        `data` is one batch (four [B] tensors: element_id, user, pos_item,
-        neg_item) or a chunk of k batches (four [k, B] tensors, see
+        `data` is one batch (element_id, user, pos_item: [B]; neg_items:
+        [B, K]) or a chunk of k batches (the same with a leading k, see
         `input_pipeline.training_dataset(batches_per_chunk=k)`), trained one
         batch after another in an in-graph loop. Under XLA the loop keeps the
         embedding tables in place across the chunk's steps, which is what makes

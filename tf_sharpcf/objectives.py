@@ -2,6 +2,9 @@
 
 An objective is called by `MatrixFactorization.train_step` inside its tape as
 `objective(model, element_ids, users, pos_items, neg_items) -> (loss, logs)`
+(element_ids, users, pos_items: [B]; neg_items: [B, K], K negatives per
+positive). `model.embed` gathers K = 1 as [B, d] rows, so that the loss, its
+gradients and the optimizer see the one-negative graph of old, bit for bit.
 and names the log entries it returns in `log_names`. `warmup()` gives the
 objective to use for the first `E_start` epochs.
 """
@@ -22,21 +25,32 @@ Logs = Dict[str, tf.Tensor]
 
 
 def bpr_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
-    """Batch mean of -ln σ(ŷ_ui − ŷ_uj) (Eq. 3).
+    """Mean of -ln σ(ŷ_ui − ŷ_uj) over the batch's B·K (positive, negative) pairs (Eq. 3).
 
-    pos_scores, neg_scores: [B] float32 -> scalar. -ln σ(x) is computed as
+    pos_scores: [B] float32; neg_scores: [B, K] float32 (K negatives per
+    positive), or [B] for K = 1 -> scalar. -ln σ(x) is computed as
     softplus(-x), the same value without overflow for large |x|.
     """
-    return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores))
+    if len(neg_scores.shape) == 1:
+        return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores))
+    return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores[:, None]))
 
 
-def l2_penalty(embeddings: Sequence[tf.Tensor]) -> tf.Tensor:
-    """½ Σ‖e‖² over the batch embeddings, divided by the batch size.
+def l2_penalty(user: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor) -> tf.Tensor:
+    """½ (‖e_u‖² + ‖e_i‖² + (1/K) Σ_k ‖e_jk‖²) summed over the batch, divided by B.
 
-    embeddings: each [B, d] -> scalar.
+    user, pos: [B, d]; neg: [B, K, d], or [B, d] for K = 1 -> scalar. The K
+    negative rows share one negative's weight, so the penalty per positive,
+    and a given L2 weight's strength, do not depend on K (at K = 1 it is
+    Eq. 3's usual term).
     """
-    batch = tf.cast(tf.shape(embeddings[0])[0], tf.float32)
-    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(e)) for e in embeddings]) / batch
+    batch = tf.cast(tf.shape(user)[0], tf.float32)
+    sums = [tf.reduce_sum(tf.square(user)), tf.reduce_sum(tf.square(pos))]
+    if len(neg.shape) == 2:
+        sums.append(tf.reduce_sum(tf.square(neg)))
+    else:
+        sums.append(tf.reduce_sum(tf.square(neg)) / tf.cast(tf.shape(neg)[1], tf.float32))
+    return 0.5 * tf.add_n(sums) / batch
 
 
 def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float, num_rows=None) -> tf.Tensor:
@@ -64,7 +78,9 @@ def trajectory_loss(scores: tf.Tensor, old_scores: tf.Tensor) -> tf.Tensor:
 
 
 def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Row-wise dot product: [B, d], [B, d] -> [B] (Eq. 2)."""
+    """Row-wise dot product (Eq. 2): [B, d], [B, d] -> [B]; [B, d], [B, K, d] -> [B, K]."""
+    if len(b.shape) == 3:
+        return tf.reduce_sum(a[:, None, :] * b, axis=2)
     return tf.reduce_sum(a * b, axis=1)
 
 
@@ -91,7 +107,7 @@ class Objective(tf.Module):
         eu, ei, ej = model.embed(users, pos_items, neg_items)
         pos, neg = dot(eu, ei), dot(eu, ej)
         bpr = bpr_loss(pos, neg)
-        reg = self.l2 * l2_penalty([eu, ei, ej])
+        reg = self.l2 * l2_penalty(eu, ei, ej)
         extra, logs = self.extra_loss(model, element_ids, users, pos_items, neg_items,
                                       (eu, ei, ej), (pos, neg), bpr)
         loss = bpr + reg + extra
@@ -134,11 +150,14 @@ class APR(Objective):
             bpr = bpr_loss(dot(eu, ei), dot(eu, ej))
         gu, gi, gj = inner.gradient(bpr, [eu, ei, ej])
         du = adversarial_perturbation(gu, users, self.eps, model.num_users)
-        d_items = adversarial_perturbation(tf.concat([gi, gj], 0), tf.concat([pos_items, neg_items], 0),
+        # The positive rows and all B·K negative rows, one item-table gradient.
+        batch, dim = tf.shape(ei)[0], tf.shape(ei)[1]
+        d_items = adversarial_perturbation(tf.concat([gi, tf.reshape(gj, [-1, dim])], 0),
+                                           tf.concat([pos_items, tf.reshape(neg_items, [-1])], 0),
                                            self.eps, model.num_items)
-        di, dj = tf.split(d_items, 2, axis=0)
+        di, dj = d_items[:batch], tf.reshape(d_items[batch:], tf.shape(ej))
         adv = bpr_loss(dot(eu + du, ei + di), dot(eu + du, ej + dj))
-        reg = self.l2 * l2_penalty([eu, ei, ej])
+        reg = self.l2 * l2_penalty(eu, ei, ej)
         loss = bpr + reg + self.adv_weight * adv
         return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, "adversarial_loss": adv}
 

@@ -4,6 +4,10 @@ Runs every method x seed of the definition into
 `<results-dir>/<name>/runs/<method>-seed<seed>/`, skipping runs that already
 have metrics.json and continuing an interrupted run from its last checkpoint, then
 writes `<results-dir>/<name>/table.md` and `table.csv`.
+
+The methods of one seed share their first E_start (BPR) epochs: they are
+trained once, as `runs/warmup-seed<seed>/`, and every method's run branches
+from its last checkpoint (`tf_sharpcf.warmup`).
 """
 from __future__ import annotations
 
@@ -34,9 +38,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         exp = load_experiment(Path(args.experiment))
         runs = plan(exp, args.data_dir, args.epochs)
         root = Path(args.results_dir) / exp.name
+        warm_of = _warmups(runs, root)
         results = {}
         data = None
-        for run in runs:
+        verbose = 0 if args.quiet else 1
+        # Seed after seed (all methods of seed 0 first): one seed's warm-up and
+        # branches finish together, and an experiment cut short leaves whole seeds.
+        order = sorted(range(len(runs)), key=lambda i: (exp.seeds.index(runs[i].seed), i))
+        for i in order:
+            run = runs[i]
             out = root / "runs" / run.label
             if (out / "metrics.json").exists():
                 results[run.label] = json.loads((out / "metrics.json").read_text())
@@ -46,15 +56,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             from tf_sharpcf import train
             if data is None:
                 data = train.load_data(run.config)
-            # An interrupted run continues from its last checkpoint when its
-            # config is unchanged; a run of an edited definition starts over.
-            resume = (out / "config.json").exists() and \
-                Config.from_dict(json.loads((out / "config.json").read_text())) == run.config
+            resume = _same_run(out, run.config)
             if out.exists() and not resume:
                 shutil.rmtree(out)
-            print(f"[{exp.name}] {run.label}{' (resumed)' if resume else ''}", file=sys.stderr, flush=True)
-            results[run.label] = train.train_and_evaluate(run.config, out, data, verbose=0 if args.quiet else 1,
-                                                          resume=resume)
+            if not resume and i in warm_of:
+                from tf_sharpcf import warmup
+                warm, warm_dir = warm_of[i]
+                _train(exp.name, warm, warm_dir, data, verbose)
+                warmup.branch(warm_dir, warm, run.config, out, data)
+                print(f"[{exp.name}] {run.label}: from {warm_dir.name} at epoch {warm.train.epochs}",
+                      file=sys.stderr, flush=True)
+                resume = True
+            results[run.label] = _train(exp.name, run.config, out, data, verbose, resume)
         summary = summarize(exp, results)
         root.mkdir(parents=True, exist_ok=True)
         (root / "table.md").write_text(table_markdown(exp, summary, results))
@@ -69,6 +82,40 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print((root / "table.md").read_text())
     return 0
+
+
+def _same_run(out: Path, config: Config) -> bool:
+    """An interrupted run continues from its last checkpoint when its config is
+    unchanged; a run of an edited definition starts over."""
+    return (out / "config.json").exists() and \
+        Config.from_stored(json.loads((out / "config.json").read_text())) == config
+
+
+def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Optional[bool] = None):
+    """Trains (or continues, or finds finished) the run of `config` in `out`."""
+    from tf_sharpcf import train
+    if (out / "metrics.json").exists() and _same_run(out, config):
+        return json.loads((out / "metrics.json").read_text())
+    if resume is None:
+        resume = _same_run(out, config)
+        if out.exists() and not resume:
+            shutil.rmtree(out)
+    print(f"[{name}] {out.name}{' (resumed)' if resume else ''}", file=sys.stderr, flush=True)
+    return train.train_and_evaluate(config, out, data, verbose=verbose, resume=resume)
+
+
+def _warmups(runs, root: Path):
+    """{run index: (warm-up config, its folder)} for the runs that share a warm-up."""
+    from tf_sharpcf.warmup import shared_warmups
+    out, used = {}, {}
+    for warm, members in shared_warmups([r.config for r in runs]):
+        if warm is None:
+            continue
+        seed = warm.train.seed
+        used[seed] = used.get(seed, 0) + 1
+        folder = root / "runs" / (f"warmup-seed{seed}" + ("" if used[seed] == 1 else f"-{used[seed]}"))
+        out.update({i: (warm, folder) for i in members})
+    return out
 
 
 if __name__ == "__main__":

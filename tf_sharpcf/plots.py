@@ -81,7 +81,7 @@ class Run:
 def load_run(path) -> Run:
     path = Path(path)
     try:
-        config = Config.from_dict(json.loads((path / "config.json").read_text()))
+        config = Config.from_stored(json.loads((path / "config.json").read_text()))
         history = pd.read_csv(path / "history.csv")
     except FileNotFoundError as e:
         raise DataError(f"{path}: not a run directory (no {Path(e.filename).name})") from None

@@ -148,7 +148,7 @@ def stored_config(path: Path, flag: str = "--resume") -> Config:
     if not file.exists():
         raise ConfigError(f"invalid {flag}: {path} holds no run ({CONFIG} missing)")
     try:
-        return Config.from_dict(json.loads(file.read_text())).validate()
+        return Config.from_stored(json.loads(file.read_text())).validate()
     except json.JSONDecodeError as e:
         raise ConfigError(f"invalid {flag}: {file}:{e.lineno}: {e.msg}") from None
     except (TypeError, ConfigError) as e:

@@ -7,7 +7,7 @@ checking are instant; `tuning.py` declares these domains to keras-tuner.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from tf_sharpcf.errors import ConfigError
 
@@ -65,7 +65,7 @@ class Parameter:
     field: str
     kind: type
     methods: Tuple[str, ...]
-    default: Space
+    default: Optional[Space]      # None: searched only when a range or values are given
     doc: str
 
     @property
@@ -98,8 +98,13 @@ PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
               "learning rate"),
     Parameter("l2", "l2", float, ALL_METHODS, Space.choice(3e-3, 1e-2, 3e-2),
               "L2 weight on the batch embeddings"),
+    # Part of the BPR recipe, like lr and L2 (each value its own warm-up);
+    # searched only when asked, else the base config's value.
+    Parameter("negatives", "negatives", int, ALL_METHODS, None, "K, negatives per positive"),
+    Parameter("batch_size", "batch_size", int, ALL_METHODS, None, "batch size"),
 )}
-_ALIASES = {"lam": "lambda", "adv-weight": "adv_weight", "e": "window"}
+_ALIASES = {"lam": "lambda", "adv-weight": "adv_weight", "e": "window", "k": "negatives",
+            "batch-size": "batch_size"}
 
 
 def parameter(name: str) -> Parameter:
@@ -135,7 +140,8 @@ def search_space(method: str, overrides: Mapping[str, Space]) -> Dict[str, Space
     for name, p in PARAMETERS.items():
         given = overrides.get(name)
         if method in p.methods:
-            space[name] = given or p.default
+            if given or p.default:
+                space[name] = given or p.default
         elif given is not None and given.kind != "fixed":
             raise ConfigError(f"invalid --{p.flag}-{'range' if given.kind == 'range' else 'values'}: "
                               f"{p.name} applies to {', '.join(p.methods)} only, not {method}")

@@ -124,7 +124,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
             if start >= end:
                 continue
             model.set_objective(phase_objective)
-            fit_input = distribute.fit_input(strategy, data, t.batch_size, t.seed, start, end, k, t.jit_compile)
+            fit_input = distribute.fit_input(strategy, data, t.batch_size, t.seed, start, end, k, t.jit_compile,
+                                             t.negatives)
             model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
                           steps_per_execution=fit_input.steps_per_execution)
             model.fit(fit_input.dataset, initial_epoch=start, epochs=end,

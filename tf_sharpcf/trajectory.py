@@ -19,6 +19,7 @@ every replica applies the same scatter, so the copies stay equal.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tf_sharpcf.distribute import replica_context, gather_across_replicas
@@ -101,3 +102,21 @@ def _write_slot(rows: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.Tenso
     """[B, E] rows with the one-hot slot's column replaced by [B] `scores`
     (held constant: the table is never differentiated through)."""
     return rows * (1.0 - mask) + tf.stop_gradient(scores)[:, None] * mask
+
+
+def reslot(recorded: np.ndarray, epoch: int, window: int) -> np.ndarray:
+    """A W-slot table as an E-slot one, at the start of epoch `epoch`.
+
+    recorded: [N, W] float32, the table of a run that has trained epochs
+    [0, epoch) with window W (epoch e's scores in slot e mod W). Returns
+    [N, E] (E = `window` <= W): the table a window-E run holds at that point,
+    the scores of epochs [epoch − E, epoch) in slots e mod E (zeros for
+    epochs before 0, which no run has written).
+    """
+    w = recorded.shape[1]
+    if window > w:
+        raise ValueError(f"window {window} exceeds the {w} epochs recorded")
+    table = np.zeros([recorded.shape[0], window], np.float32)
+    for e in range(max(0, epoch - window), epoch):
+        table[:, e % window] = recorded[:, e % w]
+    return table

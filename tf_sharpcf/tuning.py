@@ -63,7 +63,7 @@ from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.objectives import BPR, SharpCF
 from tf_sharpcf.run_dir import atomic_save_npy, atomic_write_text
 from tf_sharpcf.search_space import ALGORITHMS, PARAMETERS, Space
-from tf_sharpcf.trajectory import TrajectoryTable
+from tf_sharpcf.trajectory import TrajectoryTable, reslot
 
 OBJECTIVE_K = 20
 OBJECTIVE = f"val_recall@{OBJECTIVE_K}"
@@ -163,7 +163,7 @@ class SearchSettings:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SearchSettings":
         d = dict(d)
-        return cls(base=Config.from_dict(d.pop("base")),
+        return cls(base=Config.from_stored(d.pop("base")),
                    space={n: Space.from_dict(s) for n, s in d.pop("space").items()}, **d)
 
     def differences(self, other: "SearchSettings") -> List[str]:
@@ -240,7 +240,7 @@ class WarmStarts:
     def key_fields(self, config: Config) -> Dict[str, Any]:
         t, m = config.train, config.model
         return {"data": self.fingerprint, "dim": m.dim, "init_std": m.init_std, "lr": t.lr, "l2": t.l2,
-                "optimizer": t.optimizer, "batch_size": t.batch_size, "seed": t.seed,
+                "optimizer": t.optimizer, "batch_size": t.batch_size, "negatives": t.negatives, "seed": t.seed,
                 "warmup_epochs": t.warmup_epochs, "jit_compile": t.jit_compile,
                 "recorded_window": self.window if t.method == "sharpcf" else 0}
 
@@ -283,7 +283,8 @@ class WarmStarts:
         model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
         k = t.steps_per_execution or train.DEFAULT_BATCHES_PER_CHUNK
         start = time.perf_counter()
-        model.fit(training_dataset(self.data, t.batch_size, t.seed, 0, t.warmup_epochs, batches_per_chunk=k),
+        model.fit(training_dataset(self.data, t.batch_size, t.seed, 0, t.warmup_epochs, batches_per_chunk=k,
+                                   negatives=t.negatives),
                   epochs=t.warmup_epochs, steps_per_epoch=chunks_per_epoch(self.data.num_train, t.batch_size, k),
                   callbacks=[EpochCounter(), EpochTimer()], verbose=0)
         seconds = time.perf_counter() - start
@@ -321,13 +322,10 @@ class WarmStarts:
         # that the checkpoint written below carries them.
         optimizer.build(model.trainable_variables)
         recorded = np.load(folder / "trajectory.npy")                    # [N, W], slot e mod W
-        w, e_window, start = recorded.shape[1], t.window, t.warmup_epochs
-        if e_window > w:
-            raise ConfigError(f"invalid --window: {e_window} exceeds the {w} epochs the warm-up recorded")
-        table = np.zeros([self.data.num_train, e_window], np.float32)
-        for epoch in range(max(0, start - e_window), start):
-            table[:, epoch % e_window] = recorded[:, epoch % w]
-        model.trajectory.scores.assign(table)
+        if t.window > recorded.shape[1]:
+            raise ConfigError(f"invalid --window: {t.window} exceeds the {recorded.shape[1]} epochs "
+                              "the warm-up recorded")
+        model.trajectory.scores.assign(reslot(recorded, t.warmup_epochs, t.window))
         return checkpointing.write(out, model, optimizer, meta)
 
 
@@ -619,7 +617,7 @@ def retrain(config: Config, folder: Path, data: Interactions, verbose: int = 1) 
     continues from its checkpoints/last/.
     """
     same = (folder / run_dir.CONFIG).exists() and \
-        Config.from_dict(json.loads((folder / run_dir.CONFIG).read_text())) == config
+        Config.from_stored(json.loads((folder / run_dir.CONFIG).read_text())) == config
     if same and (folder / run_dir.METRICS).exists():
         metrics = json.loads((folder / run_dir.METRICS).read_text())
         return {"test": {"best": metrics["best"], "final": metrics["final"]}, "seconds": None, "reused": True}
