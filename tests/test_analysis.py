@@ -88,7 +88,7 @@ def test_sampled_triples_are_fixed_by_the_seed_and_negatives_are_unseen(tiny_fol
 # The entry point on fake run directories
 
 # Training degrees: item 0: 3, item 1: 3, items 2, 3: 1, items 4, 5: 0.
-TRAIN = {0: [0, 1, 2], 1: [0, 1], 2: [0, 3], 3: [1]}
+TRAIN = {0: [0, 1, 2], 1: [0, 1], 2: [0, 3], 3: [1, 4, 5]}   # every test item has a training row
 TEST = {0: [4], 1: [2, 5], 2: [1], 3: [0, 3]}
 
 
@@ -136,10 +136,11 @@ def test_longtail_counts_users_and_recall_per_degree_group_by_hand(fake_runs, tm
         assert rows["users"].tolist() == [3, 2, 0]
     # BPR (scores 5..0, top-1 = best unseen): u0 -> 3, u1 -> 2, u2 -> 1, u3 -> 0.
     #   [0, 2): (0 + 1/2 + 0) / 3; [2, 4): (1 + 1) / 2.
-    # SharpCF (scores 0..5): every user's top-1 is item 5 -> [0, 2): (0 + 1/2 + 0) / 3; [2, 4): 0.
+    # SharpCF (scores 0..5): top-1 = highest unseen: u0, u1, u2 -> 5, u3 -> 3 (4, 5 are u3's)
+    #   -> [0, 2): (0 + 1/2 + 1) / 3; [2, 4): 0.
     bpr, sharp = (table[table["method"] == m]["recall@1"].tolist() for m in ("bpr", "sharpcf"))
     np.testing.assert_allclose(bpr[:2], [1 / 6, 1.0])
-    np.testing.assert_allclose(sharp[:2], [1 / 6, 0.0])
+    np.testing.assert_allclose(sharp[:2], [0.5, 0.0])
     assert np.isnan(bpr[2]) and out.stat().st_size > 0
 
 

@@ -71,7 +71,8 @@ BAD_FILES = [
     ("0 1 2\n1 x 3\n", "0 4\n1 5\n", "train.txt:2:"),            # non-integer id
     ("0 1 2\n1 -3 3\n", "0 4\n1 5\n", "train.txt:2:"),           # negative id
     ("", "0 4\n", "train.txt: empty"),                            # empty file
-    ("0 1 2\n1 2 3\n", "0 4\n7 5\n", "test.txt:2: test user 7"),  # test user unknown to train
+    ("0 1 2\n1 2 3\n", "7 1\n8 2\n", "no test interaction left to evaluate: 2 test user(s)"),  # all cold
+    ("0 1 2\n1 2 3\n", "0\n1\n", "test.txt: no test interactions"),  # test lines hold only user ids
     ("0 1 2\n1 2 \xff3\n", "0 4\n", "train.txt:2:"),             # malformed line (stray character)
 ]
 
@@ -129,3 +130,25 @@ def test_download_checks_the_checksum_and_keeps_nothing_on_mismatch(tmp_path, mo
     with pytest.raises(DataError, match="sha256 mismatch"):
         ds.download(remote, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cold_test_users_and_items_are_left_out_with_a_warning_and_counted(tmp_path, capsys):
+    """Test users and items with no training interaction cannot be ranked from
+    training data: a warning counts them, Recall/NDCG leave them out, and
+    metrics.json says how many users were evaluated."""
+    train = {u: [(u + k) % 6 for k in range(3)] for u in range(6)}
+    train[6] = []                                         # user 6: a line, no training item
+    test = {u: [(u + 3) % 6] for u in range(6)}
+    test[2] = test[2] + [9]                              # item 9: in no training line
+    test[6], test[7] = [1], [2]                          # users 6 and 7: no training interaction
+    folder = write_lightgcn(tmp_path / "cold", train, test)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match=r"test.txt: 2 test user\(s\) with no training interaction \(ids 6, 7\); "
+                                         r"1 test item\(s\) .*\(ids 9\): their 3 test interaction\(s\) are left out"):
+        assert main(["--dataset", str(folder), "--epochs", "1", "--output-dir", str(out), "--quiet", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["test_users_evaluated"], metrics["cold_test_users"], metrics["cold_test_items"]) == (6, 2, 1)
+    from tf_sharpcf.datasets import load_lightgcn
+    with pytest.warns(UserWarning):
+        data = load_lightgcn(folder)
+    assert sorted(zip(data.test_users.tolist(), data.test_items.tolist())) == [(u, (u + 3) % 6) for u in range(6)]

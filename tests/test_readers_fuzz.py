@@ -126,13 +126,17 @@ def reference_lightgcn(train: bytes, test: bytes):
     (tr_pairs, tr_lines), (te_pairs, te_lines) = tr, te
     if not tr_pairs:
         return Failure("train.txt")
-    unknown = set(te_lines) - set(tr_lines)
-    if unknown:
-        return Failure("test.txt", tuple(te_lines[u] for u in unknown))
+    if not te_pairs:
+        return Failure("test.txt")
     num_users = max(max(tr_lines), max(te_lines)) + 1
     num_items = max(i for _, i in tr_pairs + te_pairs) + 1
     if max(Counter(u for u, _ in tr_pairs).values()) >= num_items:
         return Failure("train.txt")  # a user has every item: no negative to sample
+    # Test pairs of a user or item with no training pair cannot be ranked: left out.
+    warm_users, warm_items = {u for u, _ in tr_pairs}, {i for _, i in tr_pairs}
+    te_pairs = [(u, i) for u, i in te_pairs if u in warm_users and i in warm_items]
+    if not te_pairs:
+        return Failure("test.txt")
     return tr_pairs, te_pairs, num_users, num_items
 
 
@@ -254,8 +258,14 @@ def random_lightgcn_case(seed: int) -> Case:
     num_users, num_items = rng.randint(1, 6), rng.randint(3, 9)
     train = [[u] + rng.choices(range(num_items), k=rng.choice([0, 1, 2, 3, 5])) for u in range(num_users)]
     rng.shuffle(train)
-    test = [[u] + rng.choices(range(num_items), k=rng.randint(0, 3))
+    # Test items mostly among trained ones (a test pair of an untrained item is
+    # left out, and a test set with none left is an error).
+    trained = sorted({i for row in train for i in row[1:]}) or [0]
+    test = [[u] + rng.choices(trained if rng.random() < 0.85 else range(num_items), k=rng.randint(0, 3))
             for u in range(num_users) if rng.random() < 0.7] or [[0, 0]]
+    warm = [row for row in train if len(row) > 1]
+    if warm and rng.random() < 0.8:                  # most cases keep one rankable test pair
+        test.append([warm[0][0], warm[0][1]])
     if rng.random() < 0.1:
         test.append([num_users + rng.randint(0, 3), 0])
         log.append("unknown test user")
@@ -277,11 +287,11 @@ def random_lightgcn_case(seed: int) -> Case:
 def random_ratings_case(seed: int) -> Case:
     rng = random.Random(seed)
     log: List[str] = []
-    users = rng.sample(range(1, 60), rng.randint(1, 5))
+    users = rng.sample(range(1, 60), rng.randint(2, 6))
     items = rng.sample([1, 2, 3, 10, 99, 1000, 2**31 - 2], rng.choice([2, 3, 4, 5, 6, 7, 7]))
     rows = []
     for u in users:
-        for i in rng.choices(items, k=rng.randint(1, 6)):  # repeats: duplicate interactions
+        for i in rng.choices(items, k=rng.randint(2, 8)):  # repeats: duplicate interactions
             rows.append([str(u), str(i), rng.choice(["1", "3", "5", "4.5"]), str(rng.randint(9 * 10**8, 10**9))])
     rng.shuffle(rows)
     for _ in range(rng.choice([0, 0, 0, 1, 2])):
@@ -314,12 +324,14 @@ LIGHTGCN_CASES = [
     ("cr line endings", lightgcn(VALID.replace("\n", "\r"), "0 3\r1 1\r"), True),
     ("tabs", lightgcn("0\t1\t2\n1 \t0\t3\t\n", "0\t3\n"), True),
     ("blank lines", lightgcn("\n\n0 1 2\n \n\t\n1 3\n\n", "\n0 3\n\n"), True),
-    ("empty user", lightgcn("0 1 2\n1\n2 0\n", "1 2\n"), True),
+    ("empty user", lightgcn("0 1 2\n1\n2 0\n", "1 2\n2 1\n"), True),
+    ("only a user with no training item in test", lightgcn("0 1 2\n1\n2 0\n", "1 2\n"), False),
+    ("test item never trained", lightgcn(VALID, "0 3\n1 7\n"), True),
     ("duplicate interactions", lightgcn("0 1 1 2\n1 3\n0 2 1\n", "0 3\n0 3\n"), True),
     ("no final line break", lightgcn("0 1 2\n1 3", "0 3"), True),
     ("byte-order mark", lightgcn("\ufeff" + VALID, "\ufeff0 3\n"), True),
     ("leading zeros", lightgcn("00 01 002\n1 0003\n", "0 3\n"), True),
-    ("largest item id", lightgcn(f"0 1 {MAX_ID}\n1 2\n", "1 3\n"), True),
+    ("largest item id", lightgcn(f"0 1 {MAX_ID}\n1 2\n", "1 1\n"), True),
     ("truncated line", lightgcn("0 1 2\n1 3 4\n2 1", "0 3\n1"), True),
     ("truncated utf-8 sequence", {"train.txt": b"0 1 2\n1 \xd9", "test.txt": b"0 3\n"}, False),
     ("stray byte", {"train.txt": b"0 1 2\n1 3\x1f4\n", "test.txt": b"0 3\n"}, False),
@@ -340,7 +352,8 @@ LIGHTGCN_CASES = [
     ("superscript two", lightgcn("0 ²\n1 3\n", "0 3\n"), False),
     ("plus sign", lightgcn("0 1\n+5 2\n", "0 3\n"), False),
     ("underscore in number", lightgcn("0 1\n1 1_000\n", "0 3\n"), False),
-    ("test user unknown to train", lightgcn(VALID, "0 3\n7 1\n"), False),
+    ("test user unknown to train", lightgcn(VALID, "0 3\n7 1\n"), True),
+    ("test lines with user ids only", lightgcn(VALID, "0\n1\n"), False),
     ("user with every item", lightgcn("0 0 1 2 3\n1 3\n", "1 2\n"), False),
 ]
 RATINGS_CASES = [
@@ -437,6 +450,10 @@ def check_ratings(case: Case, folder: Path) -> bool:
     if isinstance(expected, Failure):
         check_error(case, folder, error, expected)
         return False
+    if error is not None and "no test interaction left to evaluate" in str(error):
+        # The random split put only never-trained items into test (tiny files).
+        assert str(path) in str(error), case.name
+        return False
     assert error is None, f"{case.name}: load_ratings raised {error}"
     check_invariants(case, data)
     assert data.user_ids.tolist() == sorted({str(u) for u, _ in expected}, key=int), case.name
@@ -444,10 +461,16 @@ def check_ratings(case: Case, folder: Path) -> bool:
     train = {(int(data.user_ids[u]), int(data.item_ids[i]))
              for u, i in zip(data.train_users, data.train_items)}
     test = {(int(data.user_ids[u]), int(data.item_ids[i])) for u, i in zip(data.test_users, data.test_items)}
-    assert train | test == expected and not train & test, f"{case.name}: split loses or repeats pairs"
+    assert not train & test, f"{case.name}: split repeats pairs"
+    # Left out of test: exactly the pairs whose item (or user) no training pair has.
+    left_out = expected - train - test
+    trained_items, trained_users = {i for _, i in train}, {u for u, _ in train}
+    assert all(i not in trained_items or u not in trained_users for u, i in left_out), case.name
+    assert data.cold_test_items == len({i for _, i in left_out if i not in trained_items}), case.name
     per_user = Counter(u for u, _ in expected)
     in_test = Counter(int(data.user_ids[u]) for u in data.test_users)
-    assert all(in_test[u] == round(0.2 * n) for u, n in per_user.items()), case.name
+    dropped = Counter(u for u, _ in left_out)
+    assert all(in_test[u] + dropped[u] == round(0.2 * n) for u, n in per_user.items()), case.name
     return True
 
 

@@ -22,7 +22,9 @@ SHARED_DATA = Path(os.environ.get("TF_SHARPCF_TEST_DATA")
 TRAIN = "1 4 0\n0 3 1 3\n2\n\n3 2 0 1\n"
 TEST = "0 2\n3 4\n1 1\n"
 RATINGS = ("10::200::5::978300760\n10::100::3::978302109\n7::100::4::978301968\n"
-           "7::300::5::978300275\n10::300::1::978824291\n7::200::2::978302268\n")
+           "7::300::5::978300275\n10::300::1::978824291\n7::200::2::978302268\n"
+           # users with two ratings keep both in train: every item has a training row
+           "3::100::4::978300001\n3::200::4::978300002\n4::300::4::978300003\n4::400::4::978300004\n")
 
 
 def write(folder: Path, files: dict) -> Path:

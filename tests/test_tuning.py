@@ -231,7 +231,7 @@ def test_negatives_and_batch_size_are_searched_only_when_given():
 def test_warm_up_key_follows_k(tiny_folder, tmp_path):
     warm = tuning.WarmStarts(tmp_path, load_lightgcn(tiny_folder))
     base = Config().replace(train={"epochs": 4, "warmup_epochs": 2})
-    assert warm.key(base) != warm.key(base.replace(train={"negatives": 4}))
+    assert warm.key(base) != warm.key(base.replace(train={"negatives": base.train.negatives + 1}))
 
 
 BAD = [

@@ -18,6 +18,8 @@ from typing import List, Optional
 import numpy as np
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
 
 

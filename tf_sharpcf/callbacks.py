@@ -1,6 +1,7 @@
 """Per-epoch hooks around `fit`: the epoch counter, timing, the non-finite
 loss check, evaluation, the history file and TensorBoard scalars, the
-best-epoch checkpoint and the training checkpoint to resume from."""
+run-level progress display, the best-epoch checkpoint and the training
+checkpoint to resume from."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Collection, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -107,9 +108,14 @@ class History(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, path: Path, columns: Sequence[str], tensorboard_dir: Optional[Path] = None,
-                 rows: Optional[List[Dict]] = None, verbose: int = 1, resume: bool = False):
+                 rows: Optional[List[Dict]] = None, verbose: int = 0, resume: bool = False,
+                 inactive: Optional[Callable[[int], Collection[str]]] = None):
         super().__init__()
         self.path, self.columns, self.verbose = path, ["epoch", *columns], verbose
+        # inactive(epoch) -> log names computed but not in that epoch's loss
+        # (SharpCF's trajectory term before it is on): kept in history.csv,
+        # left out of TensorBoard and the console.
+        self.inactive = inactive or (lambda epoch: ())
         self.rows: List[Dict] = list(rows or [])
         self.tensorboard_dir, self.writer = tensorboard_dir, None
         if resume:
@@ -131,19 +137,15 @@ class History(tf.keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if k in self.columns}}
         self.rows.append(row)
         self.flush()
+        off = set(self.inactive(epoch))
         if self.writer:
             with self._writing_tensorboard(), self.writer.as_default(step=epoch + 1):
                 for k, v in row.items():
-                    if k != "epoch":
+                    if k != "epoch" and k not in off:
                         tf.summary.scalar(k, v)
                 self.writer.flush()
-        if self.verbose:
-            parts = [f"epoch {epoch + 1}"] + [f"{k} {row[k]:.4f}" for k in self.columns[1:]
-                                              if k in row and k not in ("seconds", "eval_seconds")]
-            parts.append(f"{row.get('seconds', 0):.2f}s")
-            if "eval_seconds" in row:
-                parts.append(f"eval {row['eval_seconds']:.2f}s")
-            print(" | ".join(parts), file=sys.stderr, flush=True)
+        if self.verbose:            # every epoch, one line (fit --verbose)
+            print(epoch_line(row, self.columns, off), file=sys.stderr, flush=True)
 
     def flush(self):
         out = io.StringIO()
@@ -152,6 +154,73 @@ class History(tf.keras.callbacks.Callback):
         for row in self.rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         atomic_write_text(self.path, out.getvalue())
+
+
+def epoch_line(row: Dict, columns: Sequence[str], off: Collection[str] = ()) -> str:
+    """'epoch 12 | loss 0.1234 | ... | 2.31s | eval 4.60s' (inactive terms left out)."""
+    parts = [f"epoch {row['epoch']}"] + [f"{k} {row[k]:.4f}" for k in columns
+                                         if k in row and k not in ("epoch", "seconds", "eval_seconds")
+                                         and k not in off]
+    parts.append(f"{row.get('seconds', 0):.2f}s")
+    if "eval_seconds" in row:
+        parts.append(f"eval {row['eval_seconds']:.2f}s")
+    return " | ".join(parts)
+
+
+class Progress(tf.keras.callbacks.Callback):
+    """The run's progress over its epochs, with the time left.
+
+    On a terminal: one progress bar over all epochs (ETA, the last epoch's
+    losses), and above it one line per evaluated epoch. Elsewhere (a log
+    file, CI): plain lines only, one per evaluated epoch and one every
+    `every` epochs, each with the time left; no carriage returns. Reads the
+    rows `history` has just written, so it must come after it.
+    """
+
+    def __init__(self, history: "History", epochs: int, every: int = 10, stream=None,
+                 terminal: Optional[bool] = None):
+        super().__init__()
+        self.history, self.epochs, self.every = history, int(epochs), max(1, int(every))
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self._start, self._first = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start is None:
+            self._start, self._first = time.perf_counter(), epoch
+
+    def _left(self, epoch: int) -> float:
+        done = epoch + 1 - self._first
+        return (time.perf_counter() - self._start) / done * (self.epochs - epoch - 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.history.rows[-1]
+        off = set(self.history.inactive(epoch))
+        evaluated = "eval_seconds" in row
+        if self.terminal:
+            if evaluated:
+                self.stream.write("\r\033[K" + epoch_line(row, self.history.columns, off) + "\n")
+            losses = " ".join(f"{k} {row[k]:.4f}" for k in ("loss", "trajectory_loss", "adversarial_loss")
+                              if k in row and k not in off)
+            done = (epoch + 1) / self.epochs
+            bar = "=" * int(done * 30)
+            self.stream.write(f"\r\033[K[{bar:<30s}] {epoch + 1}/{self.epochs} epochs, "
+                              f"{_duration(self._left(epoch))} left | {losses}")
+            if epoch + 1 >= self.epochs:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif evaluated or (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            left = self._left(epoch)
+            line = epoch_line(row, self.history.columns, off)
+            self.stream.write(f"{line} | {epoch + 1}/{self.epochs}, {_duration(left)} left\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def purge_tensorboard(folder: Path, step: int) -> None:

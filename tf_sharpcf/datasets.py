@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,6 +44,9 @@ class Interactions:
       test_users, test_items: [M] int32 held-out interactions.
       user_ids, item_ids: optional [num_users] / [num_items] original ids (str)
         of each index, from `user_list.txt` / `item_list.txt` or `ratings.dat`.
+      cold_test_users, cold_test_items: distinct test users / items the
+        source had with no training interaction; their test interactions
+        were left out of test (`without_cold_test`).
     """
 
     name: str
@@ -54,6 +58,8 @@ class Interactions:
     test_items: np.ndarray
     user_ids: Optional[np.ndarray] = None
     item_ids: Optional[np.ndarray] = None
+    cold_test_users: int = 0
+    cold_test_items: int = 0
 
     @property
     def num_train(self) -> int:
@@ -205,11 +211,8 @@ def load_lightgcn(folder: Path, name: Optional[str] = None) -> Interactions:
     te_u, te_i, test_lines = read_lightgcn_file(test_path)
     if tr_u.size == 0:
         raise DataError(f"{train_path}: no training interactions")
-    unknown = sorted(set(test_lines) - set(train_lines))
-    if unknown:
-        u = unknown[0]
-        raise DataError(f"{test_path}:{test_lines[u]}: test user {u} does not appear in {train_path.name}"
-                        f" ({len(unknown)} such user(s))")
+    if te_u.size == 0:
+        raise DataError(f"{test_path}: no test interactions")
     num_users = max(max(train_lines), max(test_lines)) + 1
     num_items = int(max(tr_i.max(), te_i.max() if te_i.size else 0)) + 1
     user_ids = item_ids = None
@@ -226,7 +229,7 @@ def load_lightgcn(folder: Path, name: Optional[str] = None) -> Interactions:
     data = Interactions(name or folder.name, num_users, num_items, tr_u, tr_i, te_u, te_i,
                         user_ids, item_ids)
     check_negatives_exist(data, train_path)
-    return data
+    return without_cold_test(data, test_path)
 
 
 def read_ratings(path: Path) -> Tuple[np.ndarray, np.ndarray]:
@@ -277,7 +280,32 @@ def load_ratings(path: Path, test_fraction: float = 0.2, seed: int = 20230918,
                         te[:, 0].astype(np.int32), te[:, 1].astype(np.int32),
                         user_ids.astype(str), item_ids.astype(str))
     check_negatives_exist(data, Path(path))
-    return data
+    return without_cold_test(data, Path(path))
+
+
+def without_cold_test(data: Interactions, path: Path) -> Interactions:
+    """Leaves out the test interactions of users and items with no training
+    interaction (they cannot be ranked from training data), with a warning
+    that counts them; the counts go on the result (`cold_test_users`,
+    `cold_test_items`). DataError if no test interaction is left."""
+    has_user = data.user_degree() > 0
+    has_item = data.item_degree() > 0
+    cold_users = np.unique(data.test_users[~has_user[data.test_users]])
+    cold_items = np.unique(data.test_items[~has_item[data.test_items]])
+    if not cold_users.size and not cold_items.size:
+        return data
+    keep = has_user[data.test_users] & has_item[data.test_items]
+    parts = []
+    for kind, ids in (("user", cold_users), ("item", cold_items)):
+        if ids.size:
+            shown = ", ".join(str(int(i)) for i in ids[:5]) + (", ..." if ids.size > 5 else "")
+            parts.append(f"{ids.size} test {kind}(s) with no training interaction (ids {shown})")
+    if not keep.any():
+        raise DataError(f"{path}: no test interaction left to evaluate: {'; '.join(parts)}")
+    warnings.warn(f"{path}: {'; '.join(parts)}: their {int((~keep).sum())} test interaction(s) are left "
+                  "out of Recall/NDCG", stacklevel=2)
+    return dataclasses.replace(data, test_users=data.test_users[keep], test_items=data.test_items[keep],
+                               cold_test_users=int(cold_users.size), cold_test_items=int(cold_items.size))
 
 
 def check_negatives_exist(data: Interactions, path: Path) -> None:

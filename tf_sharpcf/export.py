@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf  # after tf_sharpcf/__init__.py, which sets the Keras-2 switch
+import tf_sharpcf
+
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
+import tensorflow as tf  # noqa: E402  (after tf_sharpcf/__init__.py, which sets the Keras-2 switch)
 import tensorflow_recommenders as tfrs
 
 from tf_sharpcf.config import Config

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf import run_dir
 from tf_sharpcf.config import METHODS, OPTIMIZERS, STRATEGIES, Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
@@ -128,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its last checkpoint (its config.json; "
                         "only --epochs may change, and only grow)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress output and no summary")
+    talk.add_argument("--verbose", action="store_true",
+                      help="one line per epoch (default: a progress bar over the epochs on a terminal, "
+                           "else a line per evaluated epoch and every few epochs)")
     p.add_argument("--export", choices=("brute-force", "scann"),
                    help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
     p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
@@ -203,6 +209,21 @@ def check_output_dir(path: Path, overwrite: bool, make_parents: bool = False) ->
                           "to continue it, --overwrite to start over, or choose another directory")
 
 
+def summary(metrics, out: Path, exported=None) -> str:
+    """What the run reached, where its files are, and what to do next."""
+    def block(name):
+        m = metrics[name]
+        return (f"{name:5s} epoch {m['epoch']}: " +
+                ", ".join(f"{k} {m[k]:.4f}" for k in m if k != "epoch"))
+    lines = ["", block("best"), block("final"),
+             f"{metrics['seconds_per_epoch']:.2f} s per epoch; files in {out}/ (metrics.json, history.csv, "
+             "checkpoints/, embeddings)", "next:"]
+    if exported is None:
+        lines.append(f"  python -m tf_sharpcf.export --run {out} --index brute-force    # a TF Serving retriever")
+    lines.append(f"  tensorboard --logdir {out}/tensorboard")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -223,12 +244,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
         elif args.overwrite:
             run_dir.clear(out)
-        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 1,
+        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 2 if args.verbose else 1,
                                            resume=bool(args.resume))
+        exported = None
         if args.export:
-            path = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,
-                                     data=data)
-            print(f"exported {path}", file=sys.stderr)
+            exported = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,
+                                         data=data)
+            print(f"exported {exported}", file=sys.stderr)
+        if not args.quiet:
+            print(summary(metrics, out, exported), file=sys.stderr)
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import TfSharpCFError
 from tf_sharpcf.experiments import load_experiment, plan, summarize, table_csv_rows, table_markdown
@@ -42,9 +44,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = {}
         data = None
         verbose = 0 if args.quiet else 1
-        # Seed after seed (all methods of seed 0 first): one seed's warm-up and
-        # branches finish together, and an experiment cut short leaves whole seeds.
-        order = sorted(range(len(runs)), key=lambda i: (exp.seeds.index(runs[i].seed), i))
+        # Seed after seed (all methods of seed 0 first), APR (two passes a step,
+        # the costliest) last within a seed: an experiment cut short leaves
+        # whole seeds, and the cheaper runs of a seed finished.
+        order = sorted(range(len(runs)), key=lambda i: (exp.seeds.index(runs[i].seed),
+                                                        runs[i].method == "apr", i))
         for i in order:
             run = runs[i]
             out = root / "runs" / run.label

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tf_sharpcf import checkpointing, distribute, run_dir
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
-                                  LastCheckpoint, StopOnNonFiniteLoss)
+                                  LastCheckpoint, Progress, StopOnNonFiniteLoss)
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import TrainingError
@@ -67,10 +67,24 @@ def phases(objective, warmup_epochs: int, epochs: int):
     return out
 
 
+def inactive_terms(train_config):
+    """epoch (0-based) -> the logged terms that are not in that epoch's loss:
+    SharpCF's trajectory term before it is on (E_start, a filled table, λ > 0)."""
+    t = train_config
+    if t.method != "sharpcf":
+        return lambda epoch: ()
+    start = max(t.warmup_epochs, t.window)
+    return lambda epoch: ("trajectory_loss",) if epoch < start or t.lam == 0 else ()
+
+
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
                        verbose: int = 1, init_checkpoint: Optional[Path] = None,
                        start_epoch: int = 0, resume: bool = False) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
+
+    verbose: 0 prints nothing; 1 the run's progress (`callbacks.Progress`: a
+    bar over the epochs on a terminal, plain lines elsewhere); 2 one line per
+    epoch.
 
     With `init_checkpoint` (a folder written by `checkpointing.write`), the
     model and optimizer state are restored from it first and training starts
@@ -109,7 +123,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
     history = History(workdir / run_dir.HISTORY, [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
-                      workdir / run_dir.TENSORBOARD, rows=rows, verbose=verbose, resume=resume)
+                      workdir / run_dir.TENSORBOARD, rows=rows, verbose=int(verbose >= 2), resume=resume,
+                      inactive=inactive_terms(t))
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
     batches_per_step = 1 if distribute.is_mirrored(strategy) else k    # see distribute.fit_input
@@ -117,6 +132,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
                  StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size),
                  Evaluate(evaluator, e.eval_every, t.epochs), history, best,
                  LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
+    if verbose == 1:
+        callbacks.append(Progress(history, t.epochs, every=max(1, min(e.eval_every, 10))))
 
     try:
         for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
@@ -130,7 +147,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
                           steps_per_execution=fit_input.steps_per_execution)
             model.fit(fit_input.dataset, initial_epoch=start, epochs=end,
                       steps_per_epoch=fit_input.steps_per_epoch,
-                      callbacks=callbacks, verbose=1 if verbose else 0)
+                      callbacks=callbacks, verbose=0)
     except TrainingError as err:
         err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
         raise
@@ -150,6 +167,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         "num_users": data.num_users,
         "num_items": data.num_items,
         "num_train": data.num_train,
+        "test_users_evaluated": int(len(evaluator.users)),
+        "cold_test_users": data.cold_test_users,
+        "cold_test_items": data.cold_test_items,
     }
     run_dir.atomic_write_text(workdir / run_dir.METRICS, json.dumps(metrics, indent=2))
     return metrics

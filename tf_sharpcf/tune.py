@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf import fit
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError, TfSharpCFError
