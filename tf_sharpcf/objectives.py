@@ -129,16 +129,15 @@ class APR(Objective):
     """
 
     log_names = Objective.log_names + ("adversarial_loss",)
-    # Measured on Gowalla (2 cores, LazyAdam, 5 epochs interleaved): 4.24 s per
-    # epoch all-XLA vs 4.85 s with the kernel (per step 48.2 vs 53.5 ms,
-    # benchmarks.step_time). Why is not established: the kernel speeds up the
-    # same update by ~10 ms per step for BPR, but APR's step with it is slower.
-    row_kernel_helps = False
 
-    def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, name=None):
+    def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, negatives: int = 1,
+                 name=None):
         super().__init__(l2=l2, name=name)
         self.eps = float(eps)
         self.adv_weight = float(adv_weight)
+        # The fused row kernel measured slower than the all-XLA step for APR
+        # at K = 1 and faster at K > 1 (README, Benchmarks).
+        self.row_kernel_helps = int(negatives) > 1
 
     def warmup(self) -> Objective:
         return BPR(l2=self.l2)
@@ -198,7 +197,7 @@ def make_objective(train_config, num_train: int) -> Objective:
     if t.method == "bpr":
         return BPR(l2=t.l2)
     if t.method == "apr":
-        return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2)
+        return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
     if t.method == "sharpcf":
         return SharpCF(TrajectoryTable(t.window, num_train), lam=t.lam,
                        warmup_epochs=t.warmup_epochs, l2=t.l2)
