@@ -239,13 +239,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             export.check_settings(args.export, args.export_name)
         data = train.load_data(config)
         print(data.describe(), file=sys.stderr)
-        if args.resume:
-            print(f"resuming {out} after epoch {run_dir.completed_epochs(out)} of {config.train.epochs}",
-                  file=sys.stderr)
-        elif args.overwrite:
-            run_dir.clear(out)
-        metrics = train.train_and_evaluate(config, out, data, verbose=0 if args.quiet else 2 if args.verbose else 1,
-                                           resume=bool(args.resume))
+        # One process per run folder, from here to the end of training.
+        with run_dir.run_lock(out, "--resume" if args.resume else "--output-dir"):
+            if args.resume:
+                print(f"resuming {out} after epoch {run_dir.completed_epochs(out)} of {config.train.epochs}",
+                      file=sys.stderr)
+            elif args.overwrite:
+                run_dir.clear(out)
+            else:
+                check_output_dir(out, False, make_parents=args.output_dir is None)   # again, now locked
+            metrics = train.train_and_evaluate(config, out, data,
+                                               verbose=0 if args.quiet else 2 if args.verbose else 1,
+                                               resume=bool(args.resume))
         exported = None
         if args.export:
             exported = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shutil
 import sys
@@ -22,6 +23,7 @@ from typing import List, Optional
 import tf_sharpcf  # noqa: F401
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
+from tf_sharpcf import run_dir
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import TfSharpCFError
 from tf_sharpcf.experiments import load_experiment, plan, summarize, table_csv_rows, table_markdown
@@ -36,11 +38,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--table-only", action="store_true", help="only rebuild the tables from finished runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    lock = None
     try:
         exp = load_experiment(Path(args.experiment))
         runs = plan(exp, args.data_dir, args.epochs)
         root = Path(args.results_dir) / exp.name
         warm_of = _warmups(runs, root)
+        if not args.table_only:
+            lock = run_dir.FolderLock(root / run_dir.LOCK, root, "experiment")   # one process per experiment
+            lock.__enter__()
         results = {}
         data = None
         verbose = 0 if args.quiet else 1
@@ -74,16 +80,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             results[run.label] = _train(exp.name, run.config, out, data, verbose, resume)
         summary = summarize(exp, results)
         root.mkdir(parents=True, exist_ok=True)
-        (root / "table.md").write_text(table_markdown(exp, summary, results))
+        run_dir.atomic_write_text(root / "table.md", table_markdown(exp, summary, results))
         rows = table_csv_rows(exp, summary)
         if rows:
-            with open(root / "table.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=lambda k: (k != "method", k)))
-                w.writeheader()
-                w.writerows(rows)
+            out = io.StringIO()
+            w = csv.DictWriter(out, fieldnames=sorted({k for r in rows for k in r}, key=lambda k: (k != "method", k)),
+                               lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            run_dir.atomic_write_text(root / "table.csv", out.getvalue())
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     print((root / "table.md").read_text())
     return 0
 

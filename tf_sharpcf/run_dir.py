@@ -33,6 +33,7 @@ CHECKPOINTS = "checkpoints"
 BEST = f"{CHECKPOINTS}/best"
 LAST = f"{CHECKPOINTS}/last"
 EMBEDDINGS = ("user_embeddings.npy", "item_embeddings.npy")
+LOCK = ".lock"          # held by the process training the run (`run_lock`)
 # In the order `clear` removes them: metrics.json first (the run no longer looks
 # finished), config.json last (until then it still looks like a run).
 OUTPUTS = (METRICS, CHECKPOINTS, TENSORBOARD, HISTORY, *EMBEDDINGS, CONFIG)
@@ -161,3 +162,76 @@ def clear(path: Path) -> None:
         remove(Path(path) / name)
     for stale in Path(path).glob(".*.tmp*"):
         remove(stale)
+
+
+# ---------------------------------------------------------------------------
+# One process per folder
+
+
+class FolderLock:
+    """An advisory lock (`fcntl.flock`) on `lock_file`, held while the block runs.
+
+    Guards a run folder (fit), a search project (tune) or an experiment's
+    results (pipeline) against a second process: it gets a ConfigError (exit 2)
+    "FOLDER is in use by process PID on HOST since TIME". The lock file holds
+    its owner's pid, host and start time; the kernel drops the lock when its
+    process dies, so a lock file left by a dead process is taken over, with a
+    warning that names it. On a normal exit the file is emptied (and stays).
+    """
+
+    def __init__(self, lock_file: Path, folder: Path, flag: str):
+        self.path, self.folder, self.flag = Path(lock_file), Path(folder), flag
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+        import socket
+        import time
+        import warnings
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"invalid {self.flag}: cannot lock {self.folder}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_owner(fd)
+            os.close(fd)
+            raise ConfigError(f"invalid {self.flag}: {self.folder} is in use by process {owner.get('pid', '?')} "
+                              f"on {owner.get('host', '?')} since {owner.get('since', '?')}") from None
+        previous = _read_owner(fd)
+        if previous:
+            warnings.warn(f"{self.folder}: taking over the lock left by process {previous.get('pid', '?')} on "
+                          f"{previous.get('host', '?')} (since {previous.get('since', '?')}), which no longer "
+                          "holds it", stacklevel=2)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            # Emptied, not removed: removing a lock file races with a process
+            # that has it open and is about to lock it.
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_owner(fd: int) -> dict:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        return json.loads(raw.decode()) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_lock(folder: Path, flag: str = "--output-dir") -> FolderLock:
+    """The lock of a run folder (its `.lock` file)."""
+    return FolderLock(Path(folder) / LOCK, folder, flag)

@@ -114,8 +114,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             settings = settings_from_args(args)
             project = args.project_name or _default_project(args, settings.base)
-        summary = tuning.search(settings, Path(args.directory), project, overwrite=args.overwrite,
-                                final=not args.no_final, verbose=0 if args.quiet else 1)
+        from tf_sharpcf import run_dir
+        # One process per search project (the lock file sits beside it: --overwrite removes the folder).
+        with run_dir.FolderLock(Path(args.directory) / f".{project}.lock", Path(args.directory) / project,
+                                "--project-name"):
+            summary = tuning.search(settings, Path(args.directory), project, overwrite=args.overwrite,
+                                    final=not args.no_final, verbose=0 if args.quiet else 1)
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
