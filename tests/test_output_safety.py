@@ -247,3 +247,44 @@ def test_a_failing_tensorboard_writer_is_a_write_error(finished_run, tmp_path, c
     assert main(["--resume", str(out), "--epochs", "3", "--quiet"]) == 3
     err = capsys.readouterr().err
     assert f"error: could not write {out / 'tensorboard'}: No space left on device" in err
+
+
+def _record_syncs(monkeypatch):
+    """-> list of ("fsync", path) and ("replace", src, dst) in call order."""
+    import os as _os
+    events = []
+    real_fsync, real_replace = _os.fsync, _os.replace
+
+    def fsync(fd):
+        events.append(("fsync", _os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(_os, "fsync", fsync)
+    monkeypatch.setattr(_os, "replace", replace)
+    return events
+
+
+def test_atomic_writes_fsync_the_file_before_and_the_folder_after_the_rename(tmp_path, monkeypatch):
+    from tf_sharpcf import run_dir
+    events = _record_syncs(monkeypatch)
+    run_dir.atomic_write_text(tmp_path / "metrics.json", "{}")
+    tmp = str(tmp_path / ".metrics.json.tmp")
+    assert events == [("fsync", tmp), ("replace", tmp, str(tmp_path / "metrics.json")), ("fsync", str(tmp_path))]
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(tmp_path, monkeypatch):
+    import tensorflow as tf
+    from tf_sharpcf import checkpointing
+    model = tf.Module()
+    model.v = tf.Variable([1.0, 2.0])
+    checkpointing.write(tmp_path / "last", model, meta={"epoch": 1})
+    events = _record_syncs(monkeypatch)
+    checkpointing.write(tmp_path / "last", model, meta={"epoch": 2})
+    tmp = str(tmp_path / ".last.tmp")
+    synced = [e[1] for e in events[:events.index(("replace", str(tmp_path / "last"), str(tmp_path / ".last.old")))]]
+    assert f"{tmp}/meta.json" in synced and f"{tmp}/ckpt.index" in synced and synced[-1] == tmp
+    assert events[-1] == ("fsync", str(tmp_path))
+    assert checkpointing.read_meta(tmp_path / "last")["epoch"] == 2

@@ -21,7 +21,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from tf_sharpcf.errors import DataError
-from tf_sharpcf.run_dir import WriteError, remove
+from tf_sharpcf.run_dir import WriteError, fsync_path, remove
 
 PREFIX = "ckpt"
 
@@ -68,9 +68,11 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
             remove(stale)
         training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2))
+        fsync_path(tmp)                       # its files and entries, before the renames
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
+        fsync_path(folder.parent, files=False)
     except (OSError, tf.errors.OpError) as e:
         remove(tmp)
         raise WriteError(folder, e) from None

@@ -43,6 +43,7 @@ import tensorflow_recommenders as tfrs
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import ConfigError, DataError, TfSharpCFError
+from tf_sharpcf.run_dir import fsync_path, fsync_tree
 
 INDEXES = ("brute-force", "scann")
 SIGNATURE = "serving_default"
@@ -301,10 +302,12 @@ def save_retriever(retriever: Retriever, base_dir: Path, name: str,
             write_warmup(extra / WARMUP_FILE, name, warmup_users)
         (extra / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a server may run as another user
+        fsync_tree(tmp)       # every file and folder on disk before the version appears
         while True:
             target = model_dir / str(next_version(model_dir))
             try:
                 os.rename(tmp, target)
+                fsync_path(model_dir, files=False)
                 return target
             except OSError as e:  # another exporter took that version first
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -357,7 +360,9 @@ def write_models_config(base_dir: Path, model_base_path: str = "/models") -> Pat
     path = base_dir / "models.config"
     tmp = base_dir / ".models.config.tmp"
     tmp.write_text(models_config_text(base_dir, model_base_path))
+    fsync_path(tmp)
     os.replace(tmp, path)
+    fsync_path(base_dir, files=False)
     return path
 
 

@@ -65,10 +65,36 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
     tmp = path.with_name(f".{path.name}{suffix}")
     try:
         write(tmp)
+        fsync_path(tmp)                  # the bytes on disk before the name points at them
         os.replace(tmp, path)
+        fsync_path(path.parent, files=False)     # and the rename itself
     except OSError as e:
         remove(tmp)
         raise WriteError(path, e) from None
+
+
+def fsync_path(path: Path, files: bool = True) -> None:
+    """fsync a file, or a folder's entries (with `files`, each file directly
+    in it first), so that what was written survives a crash of the machine,
+    not only of the process."""
+    path = Path(path)
+    if path.is_dir() and files:
+        for child in path.iterdir():
+            if child.is_file():
+                fsync_path(child)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder`, deepest first."""
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root), files=False)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
