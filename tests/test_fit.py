@@ -152,3 +152,56 @@ def test_cold_test_users_and_items_are_left_out_with_a_warning_and_counted(tmp_p
     with pytest.warns(UserWarning):
         data = load_lightgcn(folder)
     assert sorted(zip(data.test_users.tolist(), data.test_items.tolist())) == [(u, (u + 3) % 6) for u in range(6)]
+
+
+BAD_CONFIG_FILES = [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a UTF-8 JSON file"),
+    (b'{"train": "ab"}', "config section 'train' must be an object of fields, got a string"),
+    (b'{"data": {"data_dir": 5}}', "config field 'data.data_dir' must be a string or null, got int 5"),
+    (b'{"train": {"epochs": "10"}}', "config field 'train.epochs' must be an integer, got a string"),
+    (b'{"train": {"lr": true}}', "config field 'train.lr' must be a number, got a boolean"),
+    (b'{"eval": {"ks": [10, "20"]}}', "config field 'eval.ks' must be a list of integers"),
+    (b'{"model": {"dim": 8.5}}', "config field 'model.dim' must be an integer, got float 8.5"),
+    (b'[1, 2]', "a config must be a JSON object of sections, got a list"),
+    (b'{"train": {"seed": 4294967296}}', "--seed: must be an integer in [0, 2**32 - 1]"),
+    (b'{"nope": {}}', "unknown config section(s): nope"),
+    (b'{"train": {"epochs": 3,}}', ":1: "),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD_CONFIG_FILES)
+def test_bad_config_files_are_a_clear_error_naming_file_and_field(tiny_folder, tmp_path, capsys, raw, message):
+    path = tmp_path / "config.json"
+    path.write_bytes(raw)
+    out = tmp_path / "run"
+    assert main(["--config", str(path), "--dataset", str(tiny_folder), "--output-dir", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid --") and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("raw,message", BAD_CONFIG_FILES[:3])
+def test_resume_of_a_folder_with_a_bad_config_is_a_clear_error(tmp_path, capsys, raw, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes(raw)
+    assert main(["--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid --resume: ") and str(run / "config.json") in err and message in err
+
+
+def test_config_that_is_a_directory_is_a_clear_error(tiny_folder, tmp_path, capsys):
+    (tmp_path / "cfg").mkdir()
+    assert main(["--config", str(tmp_path / "cfg"), "--dataset", str(tiny_folder),
+                 "--output-dir", str(tmp_path / "run"), *FAST]) == 2
+    assert "is a directory, not a config file" in capsys.readouterr().err
+    run = tmp_path / "r"
+    (run / "config.json").mkdir(parents=True)
+    assert main(["--resume", str(run), "--quiet"]) == 2
+    assert "invalid --resume:" in capsys.readouterr().err
+
+
+def test_seed_beyond_numpy_range_is_refused_before_anything_is_written(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--dataset", str(tiny_folder), "--seed", "4294967296", "--output-dir", str(out), *FAST]) == 2
+    assert "invalid --seed" in capsys.readouterr().err and not out.exists()

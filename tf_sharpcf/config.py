@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
 from tf_sharpcf.errors import ConfigError
@@ -119,8 +120,8 @@ class Config:
         """A Config written by tf_sharpcf (a run's config.json, a search's base):
         every field was written, so one that is missing predates the field and
         takes the value it had then (`ADDED_FIELDS`), not today's default."""
-        d = {name: dict(values or {}) for name, values in d.items()} if isinstance(d, Mapping) else d
-        if isinstance(d, dict):
+        if isinstance(d, Mapping):
+            d = {name: dict(values) if isinstance(values, Mapping) else values for name, values in d.items()}
             for section, fields in ADDED_FIELDS.items():
                 if isinstance(d.get(section), dict):
                     for name, value in fields.items():
@@ -130,18 +131,30 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
         """Builds a Config from nested dicts; unknown sections or keys are errors."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a config must be a JSON object of sections, got {_kind(d)}")
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kinds = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
         unknown = set(d) - set(sections)
         if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}")
         parts = {}
         for name, kind in kinds.items():
-            values = dict(d.get(name, {}) or {})
-            known = {f.name for f in dataclasses.fields(kind)}
-            bad = set(values) - known
+            raw = d.get(name, {})
+            if raw is None:
+                raw = {}
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"config section '{name}' must be an object of fields, got {_kind(raw)}")
+            values = dict(raw)
+            known = {f.name: f.type for f in dataclasses.fields(kind)}
+            bad = set(values) - set(known)
             if bad:
-                raise ConfigError(f"unknown key(s) in config section '{name}': {', '.join(sorted(bad))}")
+                raise ConfigError(f"unknown key(s) in config section '{name}': {', '.join(sorted(map(str, bad)))}")
+            for field, value in values.items():
+                check = _TYPE_CHECKS[known[field]]
+                if not check(value):
+                    raise ConfigError(f"config field '{name}.{field}' must be {_TYPE_NAMES[known[field]]}, "
+                                      f"got {_kind(value)} {value!r:.60}")
             if name == "eval" and "ks" in values:
                 values["ks"] = tuple(values["ks"])
             parts[name] = kind(**values)
@@ -151,16 +164,12 @@ class Config:
     def from_file(cls, path) -> "Config":
         """Reads a JSON config file; a missing or malformed file is a ConfigError
         naming the file (and line)."""
-        from pathlib import Path
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"{path} not found") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
-        except TypeError as e:
-            raise ConfigError(f"{path}: {e}") from None
+        return _from_json_file(path, cls.from_dict)
+
+    @classmethod
+    def from_stored_file(cls, path) -> "Config":
+        """`from_stored` of a JSON file (a run's config.json), errors as `from_file`."""
+        return _from_json_file(path, cls.from_stored)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """Returns a copy with fields replaced, e.g. replace(train={"lam": 1.0})."""
@@ -170,9 +179,49 @@ class Config:
         return dataclasses.replace(self, **parts)
 
 
+def _from_json_file(path, build):
+    """build(the JSON value in `path`); any problem is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return build(json.loads(text))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 JSON file (byte {e.start}: {e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 # Fields added after configs were first written, with the value a config
 # written before them meant (`Config.from_stored`).
 ADDED_FIELDS = {"train": {"negatives": 1}}
+
+
+def _kind(x) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(x), type(x).__name__)
+
+
+# The field annotations (strings under `from __future__ import annotations`)
+# and what a JSON value must be to fill them.
+_TYPE_CHECKS = {
+    "str": lambda x: isinstance(x, str),
+    "Optional[str]": lambda x: x is None or isinstance(x, str),
+    "bool": lambda x: isinstance(x, bool),
+    "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+    "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+    "Tuple[int, ...]": lambda x: isinstance(x, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in x),
+}
+_TYPE_NAMES = {"str": "a string", "Optional[str]": "a string or null", "bool": "true or false",
+               "int": "an integer", "float": "a number", "Tuple[int, ...]": "a list of integers"}
 
 
 def _is_int(x) -> bool:

@@ -175,10 +175,12 @@ def stored_config(path: Path, flag: str = "--resume") -> Config:
     if not file.exists():
         raise ConfigError(f"invalid {flag}: {path} holds no run ({CONFIG} missing)")
     try:
-        return Config.from_stored(json.loads(file.read_text())).validate()
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"invalid {flag}: {file}:{e.lineno}: {e.msg}") from None
-    except (TypeError, ConfigError) as e:
+        config = Config.from_stored_file(file)
+    except ConfigError as e:
+        raise ConfigError(f"invalid {flag}: {e}") from None
+    try:
+        return config.validate()
+    except ConfigError as e:
         raise ConfigError(f"invalid {flag}: {file}: {e}") from None
 
 
