@@ -205,3 +205,26 @@ def test_seed_beyond_numpy_range_is_refused_before_anything_is_written(tiny_fold
     out = tmp_path / "run"
     assert main(["--dataset", str(tiny_folder), "--seed", "4294967296", "--output-dir", str(out), *FAST]) == 2
     assert "invalid --seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_config_moved_to_another_machine_reads_this_machines_data_dir(tmp_path, monkeypatch):
+    """config.json records the --data-dir its run was given; `fit --config`
+    elsewhere resolves the data directory as fit does (flag, else
+    $TF_SHARPCF_DATA, else the cache), not from the file."""
+    data_dir = tmp_path / "data-here"
+    rows = {u: [(u + k) % 9 for k in range(4)] for u in range(8)}
+    write_lightgcn(data_dir / "gowalla", rows, {u: [(u + 5) % 9] for u in range(8)})   # a stand-in
+    first = tmp_path / "first"
+    assert main(["--dataset", "gowalla", "--data-dir", str(data_dir), "--no-download", "--epochs", "1",
+                 "--warmup-epochs", "0",
+                 "--output-dir", str(first), *FAST]) == 0
+    stored = json.loads((first / "config.json").read_text())
+    assert stored["data"]["data_dir"] == str(data_dir)                # what the user gave
+    moved = tmp_path / "elsewhere" / "config.json"
+    moved.parent.mkdir()
+    stored["data"]["data_dir"] = "/no/such/machine/data"              # as written on another machine
+    moved.write_text(json.dumps(stored))
+    monkeypatch.setenv("TF_SHARPCF_DATA", str(data_dir))
+    second = tmp_path / "second"
+    assert main(["--config", str(moved), "--no-download", "--output-dir", str(second), *FAST]) == 0
+    assert json.loads((second / "config.json").read_text())["data"]["data_dir"] is None

@@ -34,7 +34,8 @@ _D = Config()
 # flags' own default is None so that --config values are not overridden).
 TRAINING_FLAGS = [
     ("config", ["--config"], None,
-     {"help": "JSON config file (config.json or best_hyperparameters.json)"}),
+     {"help": "JSON config file (config.json or best_hyperparameters.json); its data_dir is not used: "
+              "--data-dir, else $TF_SHARPCF_DATA, else the cache"}),
     ("dataset", ["--dataset"], ("data", "dataset"),
      {"help": f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {_D.data.dataset})"}),
     ("data_dir", ["--data-dir"], ("data", "data_dir"),
@@ -193,6 +194,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
             base = Config.from_file(args.config)
         except ConfigError as e:
             raise ConfigError(f"invalid --config: {e}") from None
+        # The data directory is this machine's, not the one that wrote the
+        # file: --data-dir, else $TF_SHARPCF_DATA, else the cache, as without
+        # --config (a config.json keeps what its run was given, for the record).
+        base = base.replace(data={"data_dir": None})
     return base.replace(**flag_sections(args)).validate()
 
 
