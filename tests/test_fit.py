@@ -73,6 +73,8 @@ BAD_FILES = [
     ("", "0 4\n", "train.txt: empty"),                            # empty file
     ("0 1 2\n1 2 3\n", "7 1\n8 2\n", "no test interaction left to evaluate: 2 test user(s)"),  # all cold
     ("0 1 2\n1 2 3\n", "0\n1\n", "test.txt: no test interactions"),  # test lines hold only user ids
+    ("0 1 2\n1 2 2147483646\n", "0 1\n", "train.txt:2: item id 2147483646 would make a 2,147,483,647-row"),
+    ("0 1 2\n1 2\n", "0 1\n99999999 2\n", "test.txt:2: user id 99999999 would make"),
     ("0 1 2\n1 2 \xff3\n", "0 4\n", "train.txt:2:"),             # malformed line (stray character)
 ]
 

@@ -130,6 +130,16 @@ def reference_lightgcn(train: bytes, test: bytes):
         return Failure("test.txt")
     num_users = max(max(tr_lines), max(te_lines)) + 1
     num_items = max(i for _, i in tr_pairs + te_pairs) + 1
+    # Ids index table rows: a table over 10M rows and 10x the distinct ids is refused (sparse ids).
+    for rows, distinct, kind in ((num_users, {u for u, _ in tr_pairs + te_pairs}, "user"),
+                                 (num_items, {i for _, i in tr_pairs + te_pairs}, "item")):
+        if rows > 10_000_000 and rows > 10 * len(distinct):
+            if kind == "user":
+                where = ("train.txt", tr_lines) if rows - 1 in tr_lines else ("test.txt", te_lines)
+                return Failure(where[0], (where[1][rows - 1],))
+            hit = [u for u, i in tr_pairs if i == rows - 1]
+            return Failure("train.txt", (tr_lines[hit[0]],)) if hit else \
+                Failure("test.txt", (te_lines[[u for u, i in te_pairs if i == rows - 1][0]],))
     if max(Counter(u for u, _ in tr_pairs).values()) >= num_items:
         return Failure("train.txt")  # a user has every item: no negative to sample
     # Test pairs of a user or item with no training pair cannot be ranked: left out.
@@ -331,7 +341,8 @@ LIGHTGCN_CASES = [
     ("no final line break", lightgcn("0 1 2\n1 3", "0 3"), True),
     ("byte-order mark", lightgcn("\ufeff" + VALID, "\ufeff0 3\n"), True),
     ("leading zeros", lightgcn("00 01 002\n1 0003\n", "0 3\n"), True),
-    ("largest item id", lightgcn(f"0 1 {MAX_ID}\n1 2\n", "1 1\n"), True),
+    ("largest item id", lightgcn(f"0 1 {MAX_ID}\n1 2\n", "1 1\n"), False),      # sparse ids: a 2**31-row table
+    ("large dense enough ids", lightgcn("0 1 2\n1 2 9\n", "1 1\n"), True),
     ("truncated line", lightgcn("0 1 2\n1 3 4\n2 1", "0 3\n1"), True),
     ("truncated utf-8 sequence", {"train.txt": b"0 1 2\n1 \xd9", "test.txt": b"0 3\n"}, False),
     ("stray byte", {"train.txt": b"0 1 2\n1 3\x1f4\n", "test.txt": b"0 3\n"}, False),

@@ -215,6 +215,10 @@ def load_lightgcn(folder: Path, name: Optional[str] = None) -> Interactions:
         raise DataError(f"{test_path}: no test interactions")
     num_users = max(max(train_lines), max(test_lines)) + 1
     num_items = int(max(tr_i.max(), te_i.max() if te_i.size else 0)) + 1
+    check_dense_ids(num_users, np.concatenate([tr_u, te_u]), "user", train_path, test_path, tr_u, te_u,
+                    train_lines, test_lines)
+    check_dense_ids(num_items, np.concatenate([tr_i, te_i]), "item", train_path, test_path, tr_u, te_u,
+                    train_lines, test_lines, items=(tr_i, te_i))
     user_ids = item_ids = None
     if (folder / "user_list.txt").exists():
         user_ids = read_id_list(folder / "user_list.txt")
@@ -230,6 +234,35 @@ def load_lightgcn(folder: Path, name: Optional[str] = None) -> Interactions:
                         user_ids, item_ids)
     check_negatives_exist(data, train_path)
     return without_cold_test(data, test_path)
+
+
+# Ids index embedding rows, so the largest id sets a table's size. A table
+# far larger than the ids in use (and than this bound) means sparse raw ids:
+# refused before anything is allocated.
+MAX_SPARSE_ROWS = 10_000_000
+
+
+def check_dense_ids(rows: int, ids: np.ndarray, kind: str, train_path: Path, test_path: Path,
+                    tr_u, te_u, train_lines, test_lines, items=None) -> None:
+    """DataError naming the file, line and id when `rows` (largest id + 1) is
+    over MAX_SPARSE_ROWS and over 10x the distinct ids: LightGCN-format ids
+    must be dense 0-based indices."""
+    distinct = np.unique(ids).size
+    if rows <= MAX_SPARSE_ROWS or rows <= 10 * distinct:
+        return
+    largest = rows - 1
+    if items is None:
+        in_train = largest in train_lines
+        path, line = (train_path, train_lines[largest]) if in_train else (test_path, test_lines[largest])
+    else:
+        tr_i, te_i = items
+        hit = np.flatnonzero(tr_i == largest)
+        user, path, lines = (int(tr_u[hit[0]]), train_path, train_lines) if hit.size else \
+            (int(te_u[np.flatnonzero(te_i == largest)[0]]), test_path, test_lines)
+        line = lines[user]
+    raise DataError(f"{path}:{line}: {kind} id {largest} would make a {rows:,}-row embedding table for "
+                    f"{distinct:,} distinct {kind}s: ids must be dense 0-based indices (remap them, e.g. "
+                    f"with the order of a {kind}_list.txt)")
 
 
 def read_ratings(path: Path) -> Tuple[np.ndarray, np.ndarray]:
