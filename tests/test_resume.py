@@ -229,7 +229,8 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_usable(t
         assert "last" not in left and left >= {".last.old", ".last.tmp"}
     assert checkpointing.read_meta(checkpointing.find(out / "checkpoints" / "last"))["epoch"] == 2
     assert main(["--resume", str(out), "--quiet"]) == 0
-    assert not {p.name for p in (out / "checkpoints").iterdir()} - {"best", "last"}
+    # no half-written save left; the previous checkpoints are kept as .old
+    assert not {p.name for p in (out / "checkpoints").iterdir()} - {"best", "last", ".best.old", ".last.old"}
     assert_same_run(out, bpr_ref)
 
 
@@ -296,3 +297,40 @@ def test_resume_rejects_flags_that_change_the_run(stored_run, flags, message):
 def test_resume_of_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["--resume", str(tmp_path)]) == 2
     assert f"invalid --resume: {tmp_path} holds no run (config.json missing)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte", "delete the index"])
+def test_a_damaged_last_checkpoint_resumes_from_the_previous_one_with_a_warning(tiny, bpr_ref, tmp_path, damage):
+    """meta.json records each file's size and CRC-32: a truncated, changed or
+    incomplete checkpoints/last makes --resume take .last.old (one epoch
+    earlier) with a warning naming both; the run still ends bit-identical."""
+    out = tmp_path / "run"
+    assert main(["--dataset", str(tiny), *BPR, "--output-dir", str(out)]) == 0
+    (out / "metrics.json").unlink()                          # as if killed after its last save
+    last = out / "checkpoints" / "last"
+    data = next(last.glob(f"{checkpointing.PREFIX}.data-*"))
+    if damage == "truncate":
+        data.write_bytes(data.read_bytes()[:-7])
+    elif damage == "flip a byte":
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        data.write_bytes(bytes(raw))
+    else:
+        (last / f"{checkpointing.PREFIX}.index").unlink()
+    previous = checkpointing.read_meta(out / "checkpoints" / ".last.old")["epoch"]
+    assert previous == checkpointing.read_meta(last)["epoch"] - 1
+    with pytest.warns(UserWarning, match=r"checkpoint .*last .*: using the previous one, .*\.last\.old"):
+        assert main(["--resume", str(out), "--quiet"]) == 0
+    assert_same_run(out, bpr_ref)
+
+
+def test_resume_with_no_usable_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--dataset", str(tiny), *BPR, "--output-dir", str(out)]) == 0
+    (out / "metrics.json").unlink()
+    capsys.readouterr()
+    for folder in ("last", ".last.old"):
+        (out / "checkpoints" / folder / f"{checkpointing.PREFIX}.index").unlink()
+    assert main(["--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: ") and "no usable checkpoint" in err and ".last.old incomplete" in err

@@ -8,15 +8,21 @@ the previous checkpoint usable:
 
   write .last.tmp/  ->  rename last/ to .last.old/  ->  rename .last.tmp/ to last/
 
-A process killed between the two renames leaves only `.last.old/`; `find`
-falls back to it and the next `write` puts it back first.
+`.last.old/`, the previous checkpoint, stays until the next save. `meta.json`
+records each file's size and CRC-32; a checkpoint that is incomplete, fails
+them or does not load is passed over for the previous one, with a warning
+naming both (`restore`), or is a clear error if there is none. A process
+killed between the two renames leaves only `.last.old/`; `find` falls back to
+it and the next `write` puts it back first.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
+import zlib
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -41,13 +47,51 @@ def _complete(folder: Path) -> bool:
     return (folder / f"{PREFIX}.index").exists() and (folder / "meta.json").exists()
 
 
+FILES = "files"     # meta.json: {file name: [size, crc32]} of the checkpoint's other files
+
+
+def _digest(path: Path) -> Tuple[int, int]:
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return size, crc
+
+
+def problem(folder: Path) -> Optional[str]:
+    """Why the checkpoint in `folder` cannot be used, or None: files missing,
+    truncated or changed (size and CRC-32 against meta.json)."""
+    folder = Path(folder)
+    if not _complete(folder):
+        return f"incomplete ({PREFIX}.index or meta.json missing)"
+    try:
+        files = json.loads((folder / "meta.json").read_text()).get(FILES, {})
+    except (OSError, ValueError, AttributeError):
+        return "meta.json unreadable"
+    for name, (size, crc) in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        got_size, got_crc = _digest(path)
+        if got_size != size:
+            return f"{name} truncated ({got_size} of {size} bytes)"
+        if got_crc != crc:
+            return f"{name} fails its checksum"
+    return None
+
+
+def exists(folder: Path) -> bool:
+    """True when a checkpoint was written at `folder` (usable or not)."""
+    return any(p.is_dir() for p in (Path(folder), _siblings(Path(folder))[1]))
+
+
 def find(folder: Path) -> Optional[Path]:
     """The usable checkpoint at `folder`: the folder itself, else the previous
-    one left as `.<name>.old` by a save that was cut short; None if neither."""
+    one (`.<name>.old`); None if neither passes `problem`."""
     folder = Path(folder)
     old = _siblings(folder)[1]
     for candidate in (folder, old):
-        if _complete(candidate):
+        if problem(candidate) is None:
             return candidate
     return None
 
@@ -64,19 +108,19 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
         folder.parent.mkdir(parents=True, exist_ok=True)
         if not folder.exists() and _complete(old):
             os.replace(old, folder)          # a save was cut short between its renames
-        for stale in (tmp, old):
-            remove(stale)
+        remove(tmp)
         training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
-        (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2))
+        files = {p.name: list(_digest(p)) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "meta.json").write_text(json.dumps({**(meta or {}), FILES: files}, indent=2))
         fsync_path(tmp)                       # its files and entries, before the renames
         if folder.exists():
-            os.replace(folder, old)
+            remove(old)
+            os.replace(folder, old)           # the previous checkpoint, kept until the next save
         os.replace(tmp, folder)
         fsync_path(folder.parent, files=False)
     except (OSError, tf.errors.OpError) as e:
         remove(tmp)
         raise WriteError(folder, e) from None
-    remove(old)
     return folder
 
 
@@ -94,10 +138,23 @@ def restore(folder: Path, model, optimizer=None) -> Dict:
     The optimizer's slots are created first (`build`), so they are restored
     now rather than deferred to the first step.
     """
-    found = find(folder)
-    if found is None:
-        raise DataError(f"{folder}: no checkpoint found ({PREFIX}.index or meta.json missing)")
+    folder = Path(folder)
     if optimizer is not None:
         optimizer.build(model.trainable_variables)
-    training_checkpoint(model, optimizer).read(str(found / PREFIX)).expect_partial()
-    return read_meta(found)
+    passed = []
+    for candidate in (folder, _siblings(folder)[1]):
+        if not candidate.is_dir():
+            continue
+        why = problem(candidate)
+        if why is None:
+            try:
+                training_checkpoint(model, optimizer).read(str(candidate / PREFIX)).expect_partial()
+            except (tf.errors.OpError, ValueError, AssertionError) as e:
+                why = f"does not load ({str(e).splitlines()[0][:200]})"
+            else:
+                if passed:
+                    warnings.warn(f"checkpoint {'; '.join(passed)}: using the previous one, {candidate}",
+                                  stacklevel=2)
+                return read_meta(candidate)
+        passed.append(f"{candidate} {why}")
+    raise DataError(f"{folder}: no usable checkpoint" + (f" ({'; '.join(passed)})" if passed else " found"))

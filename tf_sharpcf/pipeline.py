@@ -101,9 +101,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _same_run(out: Path, config: Config) -> bool:
     """An interrupted run continues from its last checkpoint when its config is
-    unchanged; a run of an edited definition starts over."""
-    return (out / "config.json").exists() and \
-        Config.from_stored(json.loads((out / "config.json").read_text())) == config
+    unchanged; a run of an edited definition starts over. Where the data lives
+    (`data_dir`, this machine's) and how often it is checkpointed are not part
+    of what a run is."""
+    if not (out / "config.json").exists():
+        return False
+    here = {"data": {"data_dir": None}, "train": {"checkpoint_every": 1}}
+    return Config.from_stored(json.loads((out / "config.json").read_text())).replace(**here) == \
+        config.replace(**here)
 
 
 def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Optional[bool] = None):

@@ -115,7 +115,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         model, objective, optimizer = build_model(config, data)
     rows, best_so_far = [], None
     with strategy.scope():                  # restoring builds the optimizer's slots
-        if resume and checkpointing.find(workdir / run_dir.LAST):
+        if resume and checkpointing.exists(workdir / run_dir.LAST):    # a damaged one is an error there
             meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
             start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
         elif init_checkpoint is not None:
