@@ -183,3 +183,19 @@ def test_runs_branched_from_the_shared_warm_up_equal_runs_from_scratch(tmp_path,
         mine, theirs = (json.loads((d / "metrics.json").read_text()) for d in (branched, scratch))
         assert mine["final"]["epoch"] == theirs["final"]["epoch"] == 6
         assert mine["final"]["recall@20"] == pytest.approx(theirs["final"]["recall@20"], rel=1e-5)
+
+
+def test_a_finished_warm_up_survives_a_change_of_defaults_its_method_does_not_use(tmp_path):
+    """The runner compares what a run uses: a finished SharpCF-λ0 warm-up whose
+    stored config has other (APR-only) defaults is still the same run."""
+    from tf_sharpcf.config import Config
+    from tf_sharpcf.pipeline import _same_run
+    run = tmp_path / "warmup-seed0"
+    run.mkdir()
+    config = Config().replace(train={"method": "sharpcf", "lam": 0.0, "epochs": 3, "warmup_epochs": 3})
+    stored = config.replace(train={"eps": 0.37, "adv_weight": 9.0, "checkpoint_every": 5},
+                            data={"data_dir": "/elsewhere"})
+    (run / "config.json").write_text(stored.to_json())
+    assert _same_run(run, config)
+    assert not _same_run(run, config.replace(train={"lr": 0.01}))
+    assert not _same_run(run, config.replace(train={"window": 2}))

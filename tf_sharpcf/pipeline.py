@@ -101,14 +101,26 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _same_run(out: Path, config: Config) -> bool:
     """An interrupted run continues from its last checkpoint when its config is
-    unchanged; a run of an edited definition starts over. Where the data lives
-    (`data_dir`, this machine's) and how often it is checkpointed are not part
-    of what a run is."""
+    unchanged (`_what_counts`); a run of an edited definition starts over."""
     if not (out / "config.json").exists():
         return False
-    here = {"data": {"data_dir": None}, "train": {"checkpoint_every": 1}}
-    return Config.from_stored(json.loads((out / "config.json").read_text())).replace(**here) == \
-        config.replace(**here)
+    stored = Config.from_stored(json.loads((out / "config.json").read_text()))
+    return _what_counts(stored) == _what_counts(config)
+
+
+# Fields a method's training never reads: a change of their defaults must not
+# make the runner start a finished warm-up or an interrupted run over.
+_UNUSED = {"bpr": ("lam", "window", "eps", "adv_weight"), "apr": ("lam", "window"),
+           "sharpcf": ("eps", "adv_weight")}
+
+
+def _what_counts(config: Config) -> Config:
+    """`config` without what does not change the run: where the data lives
+    (`data_dir`, this machine's), how often it is checkpointed, and the fields
+    its method does not use."""
+    neutral = Config().train
+    unused = {f: getattr(neutral, f) for f in _UNUSED.get(config.train.method, ())}
+    return config.replace(data={"data_dir": None}, train={"checkpoint_every": 1, **unused})
 
 
 def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Optional[bool] = None):
