@@ -147,14 +147,21 @@ def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> 
     header = ["Metric", *[f"{m.upper() if m != 'sharpcf' else 'SharpCF'}" for m in methods]]
     header += [f"RI w.r.t. {b.upper()}" for b in ("bpr", "apr") if b in ri]
     names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
-    lines = [f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}",
-             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    title = f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}"
+    short = [f"{m} {rows[m]['n']}" for m in methods if rows[m]["n"] < len(exp.seeds)]
+    if short:
+        title += f" (runs finished so far: {', '.join(short)} of {len(exp.seeds)}; no std from one run)"
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(m, key, digits=4):
+        mean, std = rows[m][key]
+        return f"{mean:.{digits}f} ± {std:.{digits}f}" if rows[m]["n"] > 1 else f"{mean:.{digits}f}"
     for metric in METRICS:
-        cells = [names[metric]] + [f"{rows[m][metric][0]:.4f} ± {rows[m][metric][1]:.4f}" for m in methods]
+        cells = [names[metric]] + [cell(m, metric) for m in methods]
         cells += [f"{ri[b][metric]:+.2%}" for b in ("bpr", "apr") if b in ri and metric in ri[b]]
         lines.append("| " + " | ".join(cells) + " |")
-    cells = ["Time per epoch (s), own epochs"] + [f"{rows[m]['seconds_per_epoch'][0]:.2f} ± {rows[m]['seconds_per_epoch'][1]:.2f}"
-                                      for m in methods] + ["-" for b in ("bpr", "apr") if b in ri]
+    cells = ["Time per epoch (s), own epochs"] + [cell(m, "seconds_per_epoch", 2)
+                                                  for m in methods] + ["-" for b in ("bpr", "apr") if b in ri]
     lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per run:", "", "| run | epoch | " + " | ".join(names[m] for m in METRICS) + " | s/epoch |",
               "|---|---|" + "---|" * (len(METRICS) + 1)]
