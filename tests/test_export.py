@@ -366,3 +366,30 @@ def test_main_writes_a_version_and_models_config(tiny_run, capsys):
     assert (meta["index"], meta["k"], meta["exclude_seen"]) == ("brute-force", 3, True)
     assert export.main(["models-config", "--base-dir", str(base), "--model-base-path", "/srv"]) == 0
     assert 'base_path: "/srv/cli"' in (base / "models.config").read_text()
+
+
+@pytest.mark.subprocess
+def test_two_concurrent_exports_of_one_model_make_two_complete_versions(tiny_run):
+    """Two `export` processes for the same name at once: each writes its own
+    hidden folder and renames it to the next free version, so they end as two
+    distinct complete versions (or one would be refused), never a shared or
+    half-written one."""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    base = tiny_run.parent / "savedmodels"
+    argv = [sys.executable, "-m", "tf_sharpcf.export", "--run", str(tiny_run), "--index", "brute-force",
+            "--name", "same", "--k", "3", "--base-dir", str(base)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
+    written = sorted(o[0].strip() for o in outs)
+    assert written == [str(base / "same" / "1"), str(base / "same" / "2")]
+    assert export.versions(base / "same") == [1, 2]
+    for version in ("1", "2"):
+        folder = base / "same" / version
+        assert (folder / "saved_model.pb").exists() and (folder / "assets.extra" / export.METADATA_FILE).exists()
+    assert not [p.name for p in (base / "same").iterdir() if p.name.startswith(".")]
