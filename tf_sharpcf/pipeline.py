@@ -73,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from tf_sharpcf import warmup
                 warm, warm_dir = warm_of[i]
                 _train(exp.name, warm, warm_dir, data, verbose)
-                warmup.branch(warm_dir, warm, run.config, out, data)
+                warmup.branch(warm_dir, run.config, out, data)
                 print(f"[{exp.name}] {run.label}: from {warm_dir.name} at epoch {warm.train.epochs}",
                       file=sys.stderr, flush=True)
                 resume = True

@@ -60,10 +60,10 @@ def warmup_config(configs: Sequence[Config]) -> Config:
     return base.replace(train={"method": "bpr", "epochs": warm})
 
 
-def branch(warm_dir: Path, warm: Config, config: Config, out: Path, data: Interactions) -> None:
+def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> None:
     """Makes `out` a run of `config` that has trained `warm_dir`'s epochs.
 
-    `warm_dir` is a finished run of `warm` (`warmup_config`). `out` is written
+    `warm_dir` is a finished run of the `warmup_config` of `config`'s group. `out` is written
     in a temporary folder and renamed into place, so it is either complete or
     absent. Then `train.train_and_evaluate(config, out, data, resume=True)`
     trains its remaining epochs.
