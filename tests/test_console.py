@@ -85,13 +85,26 @@ def test_on_a_terminal_one_bar_is_redrawn_over_the_epochs():
     assert "trajectory_loss" not in kept[0] and "trajectory_loss" in kept[1]
 
 
-def test_command_line_hides_tensorflows_cpp_start_up_lines(tiny_folder, tmp_path):
+def _fit_stderr(tiny_folder, out, **env_extra):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(PYTHONPATH=str(ROOT), **env_extra)
     done = subprocess.run([sys.executable, "-m", "tf_sharpcf.fit", "--dataset", str(tiny_folder), "--epochs", "1",
-                           "--warmup-epochs", "0", "--dim", "4", "--no-jit", "--quiet",
-                           "--output-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True,
-                          timeout=300)
+                           "--warmup-epochs", "0", "--dim", "4", "--quiet", "--output-dir", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "cuInit" not in done.stderr and "cuda_" not in done.stderr
-    assert not [line for line in done.stderr.splitlines() if line.startswith(("E0000", "W0000", "20"))]
+    return done.stderr
+
+
+def test_command_line_hides_tensorflows_cpp_start_up_lines(tiny_folder, tmp_path):
+    """XLA on (fit's default), so XLA's absl line would print if not hidden."""
+    stderr = _fit_stderr(tiny_folder, tmp_path / "run")
+    assert "cuInit" not in stderr and "cuda_" not in stderr
+    assert "Compiled cluster using XLA" not in stderr and "absl::InitializeLog" not in stderr
+    assert not [line for line in stderr.splitlines() if line.startswith(("E0000", "W0000", "I0000", "20"))]
+
+
+def test_a_users_own_native_log_level_is_kept(tiny_folder, tmp_path):
+    """The control: with TF_CPP_MIN_LOG_LEVEL set by the user nothing is hidden,
+    so XLA's line shows (and the test above is not vacuous)."""
+    stderr = _fit_stderr(tiny_folder, tmp_path / "run", TF_CPP_MIN_LOG_LEVEL="0")
+    assert "Compiled cluster using XLA" in stderr
