@@ -36,3 +36,18 @@ def test_step_time_prints_every_variant(tiny_folder, capsys):
     kinds = ("kernel", "xla") if kernels.lazy_adam_op() is not None else ("xla",)
     for variant in (f"{m}-{k}" for m in ("bpr", "apr") for k in kinds):
         assert f"| {variant} |" in table
+
+
+def test_ps_scale_reports_every_configuration(capsys):
+    """Two local clusters (1 and 2 workers) and one default-strategy process,
+    on a few thousand synthetic rows."""
+    from benchmarks import ps_scale
+    ps_scale.main(["--users", "2000", "--items", "1000", "--interactions", "8000", "--dim", "8",
+                   "--batch-size", "512", "--steps", "3", "--warmup-steps", "1"])
+    result = json.loads(capsys.readouterr().out)
+    for workers in (1, 2):
+        run = result[f"parameter_server_{workers}_workers"]
+        assert run["steps_per_second"] > 0 and len(run["worker_rss_mb"]) == workers
+        assert sorted(run["ps_shard_mb"]) == sorted(run["ps_rss_mb"]) == [
+            "/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+    assert result["default_strategy"]["steps_per_second"] > 0

@@ -49,6 +49,9 @@ def test_bad_definitions_are_rejected(tmp_path):
     path.write_text('methods = ["bpr"]\n[common.train]\nwindow = 0\n')
     with pytest.raises(ConfigError, match="--window"):
         plan(load_experiment(path))
+    path.write_text('methods = ["bpr"]\n[common.train]\nstrategy = "parameter-server"\n')
+    with pytest.raises(ConfigError, match="not run by the runner"):
+        plan(load_experiment(path))
 
 
 def test_summary_means_and_relative_improvement(tmp_path):

@@ -152,3 +152,13 @@ def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
         assert list(tmp_path.iterdir()) == []            # no half-written library left
     finally:
         kernels.lazy_adam_op.cache_clear()
+
+
+def test_slots_per_table_sgd_none_adagrad_one_lazyadam_two():
+    """What docs/scaling.md counts: 512 bytes per row at dim 128 for SGD's
+    table alone, 1,024 with Adagrad's accumulator, 1,536 with Adam's m and v."""
+    table = tf.Variable(tf.ones([5, 3]))
+    for name, slots in (("sgd", 0), ("adagrad", 1), ("lazyadam", 2)):
+        optimizer = make_optimizer(name, 0.1)
+        optimizer.build([table])
+        assert [v.shape.as_list() for v in optimizer.variables if v.shape.rank == 2] == [[5, 3]] * slots, name

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tf_sharpcf.trajectory import TrajectoryTable
@@ -52,3 +53,33 @@ def test_exchange_equals_lookup_then_update_with_one_gather_and_one_scatter():
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)).graph
     ops = [op.type for op in graph.get_operations()]
     assert ops.count("ResourceGather") == 1 and ops.count("ResourceScatterUpdate") == 1, ops
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_retry_safe_table_reads_e_minus_window_and_a_rerun_reads_the_same(window):
+    """E + 1 slots: epoch e writes slot e mod (E+1) and reads (e - E) mod (E+1),
+    so running a step twice (a retried closure) reads the same old scores."""
+    table = TrajectoryTable(window=window, num_elements=4, retry_safe=True)
+    assert table.slots == window + 1 and table.scores.shape == (4, window + 1)
+    ids = tf.constant([3, 1])
+    written = {}
+    for epoch in range(3 * (window + 1)):
+        scores = tf.constant([10.0 * epoch + 1, 10.0 * epoch + 2])
+        first, _ = table.exchange(ids, scores, epoch)
+        again, _ = table.exchange(ids, scores + 0.5, epoch)            # the re-run, other scores
+        expected = written.get(epoch - window, np.zeros(2, np.float32))
+        np.testing.assert_array_equal(first.numpy(), expected)
+        np.testing.assert_array_equal(again.numpy(), expected)
+        np.testing.assert_array_equal(table.lookup(ids, epoch).numpy(), expected)
+        written[epoch] = scores.numpy() + 0.5                          # the last write stays
+        assert bool(table.is_filled(epoch)) == (epoch >= window)
+
+
+def test_the_plain_table_has_window_slots_and_a_rerun_would_read_its_own_write():
+    """Why the retry-safe layout exists: with E slots the read and the write
+    slot are the same one."""
+    table = TrajectoryTable(window=2, num_elements=2)
+    assert table.slots == 2
+    table.exchange(tf.constant([0]), tf.constant([5.0]), 4)
+    again, _ = table.exchange(tf.constant([0]), tf.constant([6.0]), 4)
+    assert again.numpy()[0] == 5.0

@@ -21,6 +21,7 @@ from tf_sharpcf import checkpointing, run_dir
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
 from tf_sharpcf.run_dir import WriteError, atomic_save_npy, atomic_write_text
+from tf_sharpcf.sparse import table_value
 
 
 class EpochCounter(tf.keras.callbacks.Callback):
@@ -44,7 +45,23 @@ class EpochTimer(tf.keras.callbacks.Callback):
         logs["seconds"] = time.perf_counter() - self._start
 
 
-class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+class StopOnNonFiniteEpochLoss(tf.keras.callbacks.Callback):
+    """Raises `NonFiniteLoss` naming the epoch when an epoch's loss is NaN or
+    infinite. No batch hook: under ParameterServerStrategy the steps are
+    asynchronous (and Keras refuses batch hooks there)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, epoch, "")
+
+    @staticmethod
+    def _check(logs, epoch, where):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            at = f" ({where})" if where else ""
+            raise NonFiniteLoss(f"training stopped: non-finite loss ({float(loss)}) in epoch {epoch + 1}{at}")
+
+
+class StopOnNonFiniteLoss(StopOnNonFiniteEpochLoss):
     """Raises `NonFiniteLoss` naming the epoch and batches as soon as the
     running loss of an epoch is NaN or infinite.
 
@@ -57,10 +74,9 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     last checkpoint stays good.
     """
 
-    _supports_tf_logs = True     # no conversion of the other callbacks' batch logs
-
     def __init__(self, batches_per_chunk: int, num_train: int, batch_size: int):
         super().__init__()
+        self._supports_tf_logs = True     # no conversion of the other callbacks' batch logs
         self.k = batches_per_chunk
         self.full, tail = divmod(num_train, batch_size)
         self.batches = self.full + (1 if tail else 0)
@@ -74,16 +90,6 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._check(logs, epoch, "")
-
-    @staticmethod
-    def _check(logs, epoch, where):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            at = f" ({where})" if where else ""
-            raise NonFiniteLoss(f"training stopped: non-finite loss ({float(loss)}) in epoch {epoch + 1}{at}")
-
 
 class Evaluate(tf.keras.callbacks.Callback):
     """Full-ranking evaluation every `every` epochs and after the last one."""
@@ -94,7 +100,8 @@ class Evaluate(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.last_epoch:
-            logs.update(self.evaluator.evaluate(self.model.user_embedding, self.model.item_embedding))
+            logs.update(self.evaluator.evaluate(table_value(self.model.user_embedding),
+                                                table_value(self.model.item_embedding)))
 
 
 class History(tf.keras.callbacks.Callback):

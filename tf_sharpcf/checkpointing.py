@@ -28,8 +28,19 @@ import tensorflow as tf
 
 from tf_sharpcf.errors import DataError
 from tf_sharpcf.run_dir import WriteError, fsync_path, remove
+from tf_sharpcf.sparse import is_sharded
 
 PREFIX = "ckpt"
+# What reading variables held by another process raises when that process is
+# gone (ParameterServerStrategy). For such a model, `write` and `restore` raise
+# these as they are (the cluster lost a task; not a failed write, not a bad
+# checkpoint), and `parameter_server.is_server_loss` recognises them.
+LOST_PEER = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+SHARDS = "table_shards"     # meta.json: how many parameter servers the tables were split across
+
+
+def _remote(model) -> bool:
+    return is_sharded(getattr(model, "user_embedding", None))
 
 
 def training_checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
@@ -111,7 +122,8 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
         remove(tmp)
         training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
         files = {p.name: list(_digest(p)) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / "meta.json").write_text(json.dumps({**(meta or {}), FILES: files}, indent=2))
+        shards = {SHARDS: len(model.user_embedding.variables)} if _remote(model) else {}
+        (tmp / "meta.json").write_text(json.dumps({**(meta or {}), **shards, FILES: files}, indent=2))
         fsync_path(tmp)                       # its files and entries, before the renames
         if folder.exists():
             remove(old)
@@ -120,6 +132,8 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
         fsync_path(folder.parent, files=False)
     except (OSError, tf.errors.OpError) as e:
         remove(tmp)
+        if isinstance(e, LOST_PEER) and _remote(model):
+            raise              # not the disk: a parameter server holding the variables is gone
         raise WriteError(folder, e) from None
     return folder
 
@@ -146,10 +160,18 @@ def restore(folder: Path, model, optimizer=None) -> Dict:
         if not candidate.is_dir():
             continue
         why = problem(candidate)
+        if why is None and _remote(model):
+            written, now = read_meta(candidate).get(SHARDS, 1), len(model.user_embedding.variables)
+            if written != now:
+                raise DataError(f"{candidate}: its tables were split across {written} parameter server(s), "
+                                f"this cluster has {now}; the optimizer's slots are saved per shard, so "
+                                f"resume with {written} ps tasks")
         if why is None:
             try:
                 training_checkpoint(model, optimizer).read(str(candidate / PREFIX)).expect_partial()
             except (tf.errors.OpError, ValueError, AssertionError) as e:
+                if isinstance(e, LOST_PEER) and _remote(model):
+                    raise
                 why = f"does not load ({str(e).splitlines()[0][:200]})"
             else:
                 if passed:

@@ -16,7 +16,8 @@ from tf_sharpcf.errors import ConfigError
 
 METHODS = ("bpr", "apr", "sharpcf")
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
-STRATEGIES = ("default", "mirrored", "multi-worker")    # tf.distribute, see distribute.py
+# tf.distribute, see distribute.py and parameter_server.py
+STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainConfig:
     steps_per_execution: int = 0   # batches per call into the graph; 0: 128
     jit_compile: bool = True       # XLA: ~4x faster epochs on CPU, ~5-15 s compile per run
     checkpoint_every: int = 1      # checkpoints/last/ every N epochs and after the last (0: only then)
-    strategy: str = "default"      # tf.distribute: default (one device), mirrored, multi-worker
+    strategy: str = "default"      # tf.distribute: default (one device), mirrored, multi-worker, parameter-server
 
 
 @dataclasses.dataclass(frozen=True)

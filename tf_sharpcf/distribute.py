@@ -46,7 +46,9 @@ _strategies = {}
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """default: one device; mirrored: every local GPU, else every local (logical)
     CPU device; multi-worker: `MultiWorkerMirroredStrategy` over the cluster in
-    `TF_CONFIG` (must be created before TensorFlow runs any op).
+    `TF_CONFIG` (must be created before TensorFlow runs any op);
+    parameter-server: `ParameterServerStrategy` from `TF_CONFIG`, on its chief
+    (`parameter_server.make_strategy`).
 
     One instance per kind and process, reused by later runs (the tuner's):
     every new MirroredStrategy starts its collective group and instance keys
@@ -57,7 +59,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name not in STRATEGIES:
         raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
     if name not in _strategies:
-        if name == "mirrored":
+        if name == "parameter-server":
+            from tf_sharpcf import parameter_server      # imports the data layer: only when asked
+            _strategies[name] = parameter_server.make_strategy()
+        elif name == "mirrored":
             devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
             _strategies[name] = tf.distribute.MirroredStrategy([d.name for d in devices])
         else:

@@ -113,6 +113,10 @@ def plan(exp: Experiment, data_dir: Optional[str] = None, epochs: Optional[int] 
                 cfg.validate()
             except ConfigError as e:
                 raise ConfigError(f"experiment {exp.name}, {method}: {e}") from None
+            if cfg.train.strategy == "parameter-server":
+                raise ConfigError(f"experiment {exp.name}, {method}: strategy 'parameter-server' is not run by "
+                                  "the runner (its shared warm-up branches one-process runs); train such runs "
+                                  "with fit --strategy parameter-server")
             runs.append(Run(method, seed, cfg))
     return runs
 

@@ -75,12 +75,14 @@ TRAINING_FLAGS = [
      {"type": int, "help": f"(default {_D.train.seed})"}),
     ("steps_per_execution", ["--steps-per-execution"], ("train", "steps_per_execution"),
      {"type": int, "help": "batches per call into the compiled graph (0: 128)"}),
-    ("jit_compile", ["--no-jit"], ("train", "jit_compile"),
-     {"dest": "jit_compile", "action": "store_false", "default": None,
-      "help": "run the train step without XLA (slower epochs, no compile time)"}),
+    ("jit_compile", ["--jit"], ("train", "jit_compile"),
+     {"dest": "jit_compile", "action": argparse.BooleanOptionalAction, "default": None,
+      "help": "XLA-compile the train step (default: on, with --strategy default only); --no-jit: slower "
+              "epochs, no compile time"}),
     ("strategy", ["--strategy"], ("train", "strategy"),
-     {"choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), or the "
-                                     f"workers in $TF_CONFIG (multi-worker); see docs/scaling.md "
+     {"choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), the "
+                                     f"workers in $TF_CONFIG (multi-worker), or its chief, workers and "
+                                     f"parameter servers (parameter-server); see docs/scaling.md "
                                      f"(default {_D.train.strategy})"}),
     ("eval_every", ["--eval-every"], ("eval", "eval_every"),
      {"type": int, "help": f"evaluate every N epochs (default {_D.eval.eval_every})"}),
@@ -174,6 +176,8 @@ def resume_config(args: argparse.Namespace) -> Config:
         has = getattr(getattr(stored, section), field)
         if flag not in RESUME_MAY_CHANGE and field in given and given[field] != has:
             name = OPTION_NAMES.get(flag, "--" + flag.replace("_", "-"))
+            if flag == "jit_compile":
+                name = "--jit" if given[field] else "--no-jit"
             differ.append(f"{name} (given {given[field]!r}, the run has {has!r})")
     if differ:
         raise ConfigError(f"invalid --resume: flags differ from {Path(args.resume) / run_dir.CONFIG}: "
@@ -186,6 +190,15 @@ def resume_config(args: argparse.Namespace) -> Config:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    config = _config_from_args(args)
+    if args.jit_compile is True and config.train.strategy != "default":
+        raise ConfigError(f"invalid --jit: XLA compiles the train step on one device only; under --strategy "
+                          f"{config.train.strategy} the step reaches other devices' or processes' variables "
+                          f"and runs without XLA (drop --jit)")
+    return config
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
     if args.resume:
         return resume_config(args)
     base = Config()
@@ -232,7 +245,15 @@ def summary(metrics, out: Path, exported=None) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = config_from_args(args)
+        # A worker or ps task serves the chief: it needs no run folder and no
+        # data (so `--resume DIR` works there too, without DIR).
+        config = None if args.resume else config_from_args(args)
+        if args.strategy == "parameter-server" or (config and config.train.strategy == "parameter-server"):
+            from tf_sharpcf import parameter_server
+            if parameter_server.role() != "chief":
+                parameter_server.serve()
+                return 0
+        config = config or config_from_args(args)
         out = Path(args.resume or args.output_dir or DEFAULT_OUTPUT_DIR)
         if args.resume:
             run_dir.check_writable(out, "--resume")

@@ -151,3 +151,70 @@ def training_dataset(data: Interactions, batch_size: int, seed: int,
 def chunks_per_epoch(num_train: int, batch_size: int, batches_per_chunk: int) -> int:
     full, tail = divmod(num_train, batch_size)
     return int(math.ceil(full / batches_per_chunk)) + (1 if tail else 0)
+
+
+# ---------------------------------------------------------------------------
+# A permutation computed element by element (for ParameterServerStrategy)
+
+_FEISTEL_ROUNDS = 6
+# murmur3's 32-bit finaliser; operands are masked to 31 bits before each
+# multiply so that every product stays below 2**63 in int64.
+_FEISTEL_MIX = ((0x85EBCA6B, 13), (0xC2B2AE35, 16))
+
+
+def feistel_round_keys(seed: int, epoch) -> tf.Tensor:
+    """[6] int64 round keys in [0, 2**31) for `index_permutation`, a pure
+    function of (seed, epoch)."""
+    key = tf.stack([tf.constant(seed, tf.int64) + 104729, tf.cast(epoch, tf.int64)])
+    return tf.random.stateless_uniform([_FEISTEL_ROUNDS], key, minval=0, maxval=2 ** 31, dtype=tf.int64)
+
+
+def feistel_half_bits(n: int) -> int:
+    """h: the permutation works on [0, 2**(2h)) ⊇ [0, n), 2**(2h) < 4n + 4."""
+    bits = max(2, (int(n) - 1).bit_length())
+    return (bits + 1) // 2
+
+
+def index_permutation(positions: tf.Tensor, n: int, round_keys: tf.Tensor) -> tf.Tensor:
+    """[b] int64 positions in [0, n) -> [b] int64: where each position's
+    element comes from in a pseudo-random permutation of [0, n).
+
+    A 6-round Feistel network on 2h-bit integers (a bijection of
+    [0, 2**(2h))), cycle-walked into [0, n): an output >= n is fed through the
+    network again until it lands below n, which keeps it a bijection of
+    [0, n) (Black & Rogaway's cycle walking; fewer than 4 passes on average).
+    Unlike `epoch_permutation` nothing of size n is built: a batch's element
+    ids cost O(b) however large n is, so a worker computes its own batch from
+    (epoch, step) alone. Needs n <= 2**62 and every position in [0, n)
+    (a position outside it would walk forever; `ShardedBatches` passes
+    [sB, sB + b) ⊂ [0, n)). Each pass lands an element with probability
+    > 1/4, so a batch of 8192 needs about 30 passes at worst, each a few
+    integer ops per element.
+    """
+    n = int(n)
+    if not 1 <= n <= 2 ** 62:
+        raise ValueError(f"index_permutation needs 1 <= n <= 2**62, got {n}")
+    h = feistel_half_bits(n)
+    mask = tf.constant((1 << h) - 1, tf.int64)
+    keys = tf.cast(round_keys, tf.int64)
+
+    def mix(right, key):          # [b] h-bit values -> [b] h-bit hashes (murmur3's finaliser)
+        t = tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(right, key), 0x7FFFFFFF)
+        for multiplier, shift in _FEISTEL_MIX:
+            t = tf.bitwise.bitwise_and(tf.bitwise.bitwise_and(t, 0x7FFFFFFF) * multiplier, 0xFFFFFFFF)
+            t = tf.bitwise.bitwise_xor(t, tf.bitwise.right_shift(t, shift))
+        return tf.bitwise.bitwise_and(t, mask)
+
+    def network(x):
+        left, right = tf.bitwise.right_shift(x, h), tf.bitwise.bitwise_and(x, mask)
+        for r in range(_FEISTEL_ROUNDS):
+            left, right = right, tf.bitwise.bitwise_xor(left, mix(right, keys[r]))
+        return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, h), right)
+
+    def walk(_, x):
+        x = tf.where(x >= n, network(x), x)
+        return tf.reduce_any(x >= n), x
+
+    x = network(tf.cast(positions, tf.int64))
+    _, x = tf.while_loop(lambda again, _: again, walk, (tf.reduce_any(x >= n), x))
+    return x

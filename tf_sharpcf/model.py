@@ -13,6 +13,7 @@ import tensorflow as tf
 from tf_sharpcf.distribute import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives import Objective
 from tf_sharpcf.optimizers import row_kernel_usable
+from tf_sharpcf.sparse import gather_rows
 
 
 class MatrixFactorization(tf.keras.Model):
@@ -69,17 +70,17 @@ class MatrixFactorization(tf.keras.Model):
         arithmetic, exactly as it was before K existed)."""
         if neg_items.shape.rank == 2 and neg_items.shape[1] == 1:
             neg_items = neg_items[:, 0]
-        return (tf.gather(self.user_embedding, users), tf.gather(self.item_embedding, pos_items),
-                tf.gather(self.item_embedding, neg_items))
+        return (gather_rows(self.user_embedding, users), gather_rows(self.item_embedding, pos_items),
+                gather_rows(self.item_embedding, neg_items))
 
     def score(self, users, items):
         """[B] users, [B] items -> [B] float32 scores ŷ_ui."""
-        return tf.reduce_sum(tf.gather(self.user_embedding, users) *
-                             tf.gather(self.item_embedding, items), axis=1)
+        return tf.reduce_sum(gather_rows(self.user_embedding, users) *
+                             gather_rows(self.item_embedding, items), axis=1)
 
     def call(self, users):
         """[B] users -> [B, num_items] scores against every item."""
-        return tf.matmul(tf.gather(self.user_embedding, users), self.item_embedding, transpose_b=True)
+        return tf.matmul(gather_rows(self.user_embedding, users), self.item_embedding, transpose_b=True)
 
     # -- training ----------------------------------------------------------
 

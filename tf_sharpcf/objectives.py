@@ -191,14 +191,16 @@ class SharpCF(Objective):
         return weighted, {"trajectory_loss": traj}
 
 
-def make_objective(train_config, num_train: int) -> Objective:
-    """Builds the objective named by `train_config.method` (chosen once, here)."""
+def make_objective(train_config, num_train: int, retry_safe: bool = False) -> Objective:
+    """Builds the objective named by `train_config.method` (chosen once, here).
+    retry_safe: SharpCF's table with E + 1 slots (`TrajectoryTable`), for
+    strategies that may run a step twice (parameter-server)."""
     t = train_config
     if t.method == "bpr":
         return BPR(l2=t.l2)
     if t.method == "apr":
         return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
     if t.method == "sharpcf":
-        return SharpCF(TrajectoryTable(t.window, num_train), lam=t.lam,
+        return SharpCF(TrajectoryTable(t.window, num_train, retry_safe=retry_safe), lam=t.lam,
                        warmup_epochs=t.warmup_epochs, l2=t.l2)
     raise ValueError(f"unknown method {t.method!r}")

@@ -64,8 +64,17 @@ class SGD(DirectApply, tf.keras.optimizers.SGD):
 
     tf-keras' SGD keeps a momentum slot even at momentum 0 and updates it and
     the variable densely (`m.assign(m * momentum)`, `variable.assign_add(m)`)
-    for sparse gradients too: a full pass over both tables every step.
+    for sparse gradients too: a full pass over both tables every step. This
+    one creates no slot (tf-keras' `build` allocates one per table even at
+    momentum 0) and updates only the batch's rows.
     """
+
+    def build(self, var_list):
+        tf.keras.optimizers.Optimizer.build(self, var_list)      # the step count, not SGD's slots
+        if getattr(self, "_built", False):
+            return
+        self.momentums = []
+        self._built = True
 
     def update_step(self, gradient, variable):
         lr = tf.cast(self.learning_rate, variable.dtype)
@@ -126,10 +135,11 @@ class LazyAdam(DirectApply, tf.keras.optimizers.Adam):
 
 def row_kernel_usable(optimizer, strategy) -> bool:
     """True where `optimizer` can update through the fused CPU kernel: a
-    LazyAdam, tables on the CPU (no GPU visible), one replica and no
-    mirrored variables, and the kernel built (`kernels.lazy_adam_op`)."""
+    LazyAdam, tables on the CPU (no GPU visible), one replica, no mirrored
+    or parameter-server variables, and the kernel built (`kernels.lazy_adam_op`)."""
     return (isinstance(optimizer, LazyAdam) and not tf.config.list_logical_devices("GPU")
             and strategy.num_replicas_in_sync == 1 and not is_mirrored(strategy)
+            and not isinstance(strategy, tf.distribute.ParameterServerStrategy)
             and kernels.lazy_adam_op() is not None)
 
 

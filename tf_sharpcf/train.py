@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
 from tf_sharpcf import checkpointing, distribute, run_dir
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
-                                  LastCheckpoint, Progress, StopOnNonFiniteLoss)
+                                  LastCheckpoint, Progress, StopOnNonFiniteEpochLoss, StopOnNonFiniteLoss)
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import TrainingError
@@ -44,9 +44,10 @@ def load_data(config: Config) -> Interactions:
     return load_dataset(config.data.dataset, config.data.data_dir, config.data.download)
 
 
-def build_model(config: Config, data: Interactions):
-    """-> (model, objective, optimizer); the model is not compiled yet."""
-    objective = make_objective(config.train, data.num_train)
+def build_model(config: Config, data: Interactions, retry_safe: bool = False):
+    """-> (model, objective, optimizer); the model is not compiled yet.
+    retry_safe: for strategies that may run a step twice (`make_objective`)."""
+    objective = make_objective(config.train, data.num_train, retry_safe=retry_safe)
     model = MatrixFactorization(data.num_users, data.num_items, config.model.dim,
                                 config.model.init_std, seed=config.train.seed)
     if isinstance(objective, SharpCF):
@@ -79,7 +80,8 @@ def inactive_terms(train_config):
 
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
                        verbose: int = 1, init_checkpoint: Optional[Path] = None,
-                       start_epoch: int = 0, resume: bool = False) -> Dict:
+                       start_epoch: int = 0, resume: bool = False,
+                       callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
 
     verbose: 0 prints nothing; 1 the run's progress (`callbacks.Progress`: a
@@ -95,6 +97,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
 
     Raises `TrainingError` (non-finite loss, a failed write) with a message
     naming the epoch or file and the last good checkpoint.
+
+    callbacks: extra Keras callbacks, called after the run's own.
     """
     config.validate()
     if resume and init_checkpoint is not None:
@@ -110,9 +114,10 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     t, e = config.train, config.eval
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs an op.
     strategy = distribute.make_strategy(t.strategy)
+    scheduled = None       # parameter-server: the coordinator's step scheduling
     tf.keras.utils.set_random_seed(t.seed)
     with strategy.scope():
-        model, objective, optimizer = build_model(config, data)
+        model, objective, optimizer = build_model(config, data, retry_safe=t.strategy == "parameter-server")
     rows, best_so_far = [], None
     with strategy.scope():                  # restoring builds the optimizer's slots
         if resume and checkpointing.exists(workdir / run_dir.LAST):    # a damaged one is an error there
@@ -128,12 +133,20 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
     batches_per_step = 1 if distribute.is_mirrored(strategy) else k    # see distribute.fit_input
-    callbacks = [EpochCounter(), EpochTimer(),
-                 StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size),
+    if t.strategy == "parameter-server":
+        from tf_sharpcf import parameter_server
+        with strategy.scope():
+            batches = parameter_server.ShardedBatches(data, t.batch_size, t.seed, t.negatives)
+        scheduled = parameter_server.ScheduledSteps(strategy, batches)
+    # Under the parameter-server strategy the loss is checked per epoch: its steps are asynchronous.
+    stop = (StopOnNonFiniteEpochLoss() if scheduled else
+            StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size))
+    extra, callbacks = list(callbacks), [*([scheduled] if scheduled else []), EpochCounter(), EpochTimer(), stop,
                  Evaluate(evaluator, e.eval_every, t.epochs), history, best,
                  LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
     if verbose == 1:
         callbacks.append(Progress(history, t.epochs, every=max(1, min(e.eval_every, 10))))
+    callbacks += extra
 
     try:
         for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
@@ -141,6 +154,12 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
             if start >= end:
                 continue
             model.set_objective(phase_objective)
+            if scheduled is not None:
+                model.compile(optimizer=optimizer, jit_compile=False)
+                scheduled.install(model)
+                model.fit(parameter_server.dummy_input(), initial_epoch=start, epochs=end,
+                          steps_per_epoch=scheduled.batches.steps_per_epoch, callbacks=callbacks, verbose=0)
+                continue
             fit_input = distribute.fit_input(strategy, data, t.batch_size, t.seed, start, end, k, t.jit_compile,
                                              t.negatives)
             model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
@@ -151,6 +170,12 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     except TrainingError as err:
         err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
         raise
+    except tf.errors.OpError as err:
+        if scheduled is None or not parameter_server.is_server_loss(err):
+            raise
+        raise TrainingError(f"training stopped: {parameter_server.describe_loss(err)}; "
+                            f"{_last_checkpoint_note(workdir)}; restart the cluster's tasks and continue "
+                            f"with fit --resume {workdir}") from None
     if not history.rows:
         raise TrainingError(f"{workdir}: no epoch to train (epochs={t.epochs}, start epoch {start_epoch})")
 

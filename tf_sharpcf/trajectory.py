@@ -12,7 +12,14 @@ the read and write are a `ResourceGather` and a `ResourceScatterUpdate`, both
 of which XLA compiles (`ResourceGatherNd` has no XLA kernel). `by_epoch()`
 returns the `[E, N]` view.
 
-Under a `tf.distribute` strategy the variable is mirrored (one full copy per
+Retry-safe layout (`retry_safe=True`, used under ParameterServerStrategy,
+where the coordinator re-runs a step whose worker failed): E + 1 slots, epoch
+e writes slot `e mod (E+1)` and reads slot `(e − E) mod (E+1)`. The two
+differ, so a re-run of a step reads the same old scores as its first attempt
+even where that attempt already wrote its new ones; slot `(e − E) mod (E+1)`
+was last written in epoch e − E.
+
+Under a mirrored `tf.distribute` strategy the variable is mirrored (one full copy per
 replica, aggregation NONE, so a write in replica context changes only the
 local copy). `update` all-gathers the global batch's (id, score) pairs and
 every replica applies the same scatter, so the copies stay equal.
@@ -23,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpcf.distribute import replica_context, gather_across_replicas
+from tf_sharpcf.sparse import gather_rows
 
 
 class TrajectoryTable(tf.Module):
@@ -31,28 +39,37 @@ class TrajectoryTable(tf.Module):
     Args:
       window: E >= 1, how many epochs back the trajectory looks.
       num_elements: N, rows of the canonical training table.
+      retry_safe: E + 1 slots instead of E, so that a step may run twice
+        (module docstring).
     """
 
-    def __init__(self, window: int, num_elements: int, name: str = "trajectory"):
+    def __init__(self, window: int, num_elements: int, name: str = "trajectory", retry_safe: bool = False):
         super().__init__(name=name)
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = int(window)
         self.num_elements = int(num_elements)
+        self.slots = self.window + int(bool(retry_safe))
         with self.name_scope:
-            self.scores = tf.Variable(tf.zeros([self.num_elements, self.window], tf.float32),
+            self.scores = tf.Variable(tf.zeros([self.num_elements, self.slots], tf.float32),
                                       trainable=False, name="scores",
                                       synchronization=tf.VariableSynchronization.ON_WRITE,
                                       aggregation=tf.VariableAggregation.NONE)
 
     def _slot_mask(self, epoch: tf.Tensor) -> tf.Tensor:
-        """[E] float32 one-hot of slot `epoch mod E`."""
-        slot = tf.math.floormod(tf.cast(epoch, tf.int64), self.window)
-        return tf.one_hot(slot, self.window, dtype=tf.float32)
+        """[S] float32 one-hot of slot `epoch mod S`: the slot epoch `epoch` writes."""
+        slot = tf.math.floormod(tf.cast(epoch, tf.int64), self.slots)
+        return tf.one_hot(slot, self.slots, dtype=tf.float32)
+
+    def _read_mask(self, epoch: tf.Tensor) -> tf.Tensor:
+        """[S] one-hot of the slot epoch `epoch - E` wrote (the write slot when S = E)."""
+        if self.slots == self.window:
+            return self._slot_mask(epoch)
+        return self._slot_mask(tf.cast(epoch, tf.int64) - self.window)
 
     def lookup(self, ids: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
         """[B] int element ids -> [B] float32 scores written in epoch `epoch - E`."""
-        return _read_slot(tf.gather(self.scores, ids), self._slot_mask(epoch))
+        return _read_slot(gather_rows(self.scores, ids), self._read_mask(epoch))
 
     def update(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
         """Writes [B] float32 `scores` of `ids` into slot `epoch mod E`.
@@ -62,7 +79,7 @@ class TrajectoryTable(tf.Module):
         replica writes all B of them into its copy.
         """
         ids, scores = gather_across_replicas(ids, scores)
-        new = _write_slot(tf.gather(self.scores, ids), scores, self._slot_mask(epoch))
+        new = _write_slot(gather_rows(self.scores, ids), scores, self._slot_mask(epoch))
         return self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def exchange(self, ids: tf.Tensor, scores: tf.Tensor, epoch: tf.Tensor):
@@ -79,17 +96,19 @@ class TrajectoryTable(tf.Module):
             old = self.lookup(ids, epoch)
             with tf.control_dependencies([old]):
                 return old, self.update(ids, scores, epoch)
-        mask = self._slot_mask(epoch)                              # [E]
-        rows = tf.gather(self.scores, ids)                         # [B, E]
+        mask = self._slot_mask(epoch)                              # [S]
+        rows = gather_rows(self.scores, ids)                       # [B, S]
         new = _write_slot(rows, scores, mask)
-        return _read_slot(rows, mask), self.scores.scatter_update(tf.IndexedSlices(new, ids))
+        old = _read_slot(rows, mask if self.slots == self.window else self._read_mask(epoch))
+        return old, self.scores.scatter_update(tf.IndexedSlices(new, ids))
 
     def is_filled(self, epoch: tf.Tensor) -> tf.Tensor:
         """Scalar bool: every slot has been written once before epoch `epoch`."""
         return tf.cast(epoch, tf.int64) >= self.window
 
     def by_epoch(self) -> tf.Tensor:
-        """[E, N] float32: row s holds the scores last written in an epoch ≡ s (mod E)."""
+        """[S, N] float32 (S = E, or E + 1 retry-safe): row s holds the scores
+        last written in an epoch ≡ s (mod S)."""
         return tf.transpose(self.scores)
 
 

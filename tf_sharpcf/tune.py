@@ -81,6 +81,9 @@ def settings_from_args(args: argparse.Namespace):
         if not hasattr(args, flag):
             setattr(args, flag, None)
     base = fit.config_from_args(args)
+    if base.train.strategy != "default":
+        raise ConfigError(f"invalid --config: strategy {base.train.strategy!r}; the search trains its trials on "
+                          "one device (train the chosen configuration with fit --strategy ...)")
     overrides = {}
     for name, param in space_lib.PARAMETERS.items():
         rng, values = getattr(args, f"{name}_range"), getattr(args, f"{name}_values")
