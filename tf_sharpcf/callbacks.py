@@ -20,7 +20,7 @@ import tensorflow as tf
 from tf_sharpcf import checkpointing, run_dir
 from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.run_dir import WriteError, atomic_save_npy, atomic_write_text
+from tf_sharpcf.atomic import WriteError, atomic_save_npy, atomic_write_text
 from tf_sharpcf.sparse import table_value
 
 

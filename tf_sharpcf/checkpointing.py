@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from tf_sharpcf.errors import DataError
-from tf_sharpcf.run_dir import WriteError, fsync_path, remove
+from tf_sharpcf.atomic import WriteError, fsync_path, remove
 from tf_sharpcf.sparse import is_sharded
 
 PREFIX = "ckpt"

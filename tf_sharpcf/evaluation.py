@@ -96,7 +96,8 @@ def grouped_top_k(scores, k: int, group: int) -> tf.Tensor:
     group maxima at least as large above it, each from a lower-ranked group or
     a tie broken towards the lower index). (2) top-k over those k·g candidates,
     taken in column order. Only the reduction in (1) reads the whole matrix;
-    a single `top_k` over I_pad columns costs ~3x as much here.
+    a single `top_k` over I_pad columns costs several times as much (README,
+    Benchmarks: design measurements).
     """
     b, i_pad = tf.shape(scores)[0], tf.shape(scores)[1]
     grouped = tf.reshape(scores, [b, i_pad // group, group])                 # [b, G, g]
@@ -141,10 +142,9 @@ class Evaluator:
       scorer: how the [user_batch, I_pad] score matrix is made and masked.
         'blas': numpy's matmul (OpenBLAS) into one aligned buffer per call,
         masked in place with `np.put` and handed to TensorFlow through DLPack
-        without a copy. On the 2-core CPU this project is measured on, sgemm
-        runs at 75–100 GFLOP/s there against 50–65 in TensorFlow (oneDNN or
-        XLA), and the matmul is most of a full-ranking evaluation (Gowalla:
-        29,858 x 40,981 x 128 x 2 = 313 GFLOP). 'tf': `tf.matmul` and
+        without a copy. On a CPU OpenBLAS's sgemm runs faster there than
+        TensorFlow's (oneDNN or XLA), and the matmul is most of a full-ranking
+        evaluation (README, Benchmarks: design measurements). 'tf': `tf.matmul` and
         `mask_scores` on TensorFlow's device (a GPU if there is one).
         Default: `default_scorer()`.
     """

@@ -43,7 +43,7 @@ import tensorflow_recommenders as tfrs
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import ConfigError, DataError, TfSharpCFError
-from tf_sharpcf.run_dir import fsync_path, fsync_tree
+from tf_sharpcf.atomic import atomic_write_text, fsync_path, fsync_tree
 
 INDEXES = ("brute-force", "scann")
 SIGNATURE = "serving_default"
@@ -358,11 +358,7 @@ def write_models_config(base_dir: Path, model_base_path: str = "/models") -> Pat
     if not base_dir.is_dir():
         raise ConfigError(f"invalid --base-dir: {base_dir} is not a directory")
     path = base_dir / "models.config"
-    tmp = base_dir / ".models.config.tmp"
-    tmp.write_text(models_config_text(base_dir, model_base_path))
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(base_dir, files=False)
+    atomic_write_text(path, models_config_text(base_dir, model_base_path))
     return path
 
 

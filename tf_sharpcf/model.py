@@ -93,8 +93,8 @@ class MatrixFactorization(tf.keras.Model):
         (not APR's); True insists (same conditions but the objective's); False
         never uses it. With the kernel, XLA compiles each batch's loss and
         gradients only and the kernel applies the update outside the cluster:
-        on Gowalla (2 cores) a LazyAdam BPR epoch 1.3–1.5x faster than the
-        all-XLA step, whose row updates XLA lowers to serial element loops.
+        shorter LazyAdam BPR and SharpCF epochs than the all-XLA step, whose
+        row updates XLA lowers to serial element loops (README, Benchmarks).
         Otherwise the whole train step is XLA-compiled as asked. Call after
         `set_objective`; the `row_kernel` property says which was chosen.
         """
@@ -136,7 +136,7 @@ class MatrixFactorization(tf.keras.Model):
                 return s + 1, tuple(a + logs[n] for a, n in zip(sums, names))
 
             # The logs are summed in the loop and the trackers updated once per
-            # chunk: a tracker update per batch costs ~0.5 s per Gowalla epoch.
+            # chunk: a tracker update per batch is a measurable share of an epoch.
             _, sums = tf.while_loop(lambda s, _: s < steps, body,
                                     (tf.constant(0), tuple(tf.constant(0.0) for _ in names)))
             count = tf.cast(steps, tf.float32)

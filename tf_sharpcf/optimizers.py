@@ -1,18 +1,17 @@
 """Optimizers with row-wise (sparse) updates, applied without Keras' overhead.
 
-Embedding gradients are `tf.IndexedSlices`: only the batch's rows change.
-Measured on Gowalla (2 CPU cores, XLA in-graph epoch loop, batch 8192): a
-plain scatter update costs ~1.2 s per epoch, the same update through stock
-`tf.keras` `apply_gradients` ~4.9 s (gradient clipping/deduplication and the
+Embedding gradients are `tf.IndexedSlices`: only the batch's rows change. A
+plain scatter update is several times cheaper than the same update through
+stock `tf.keras` `apply_gradients` (gradient clipping/deduplication and the
 distribution merge call around it), and dense Adam (which decays every row's
-moments each step) far more. So:
+moments each step) far more (README, Benchmarks: design measurements). So:
 
 * `sgd`, `adagrad`: Keras' own sparse update rules, called directly.
 * `lazyadam` (default): Adam applied to the batch's rows only, as TF Addons'
   LazyAdam did; rows absent from a batch keep their moments. On a CPU-only,
   single-device setup the update runs in a fused C++ kernel
-  (`kernels.lazy_adam_op`, the same arithmetic): 1.3-1.5x shorter Gowalla
-  BPR/SharpCF epochs (`MatrixFactorization.compile`).
+  (`kernels.lazy_adam_op`, the same arithmetic), which shortens BPR and
+  SharpCF epochs (`MatrixFactorization.compile`).
 * `adam`: stock dense Keras Adam, for comparison (slow on CPU).
 
 Under a non-default `tf.distribute` strategy the gradients are summed across

@@ -61,7 +61,7 @@ from tf_sharpcf.datasets import Interactions, split_validation
 from tf_sharpcf.errors import ConfigError, TfSharpCFError, TrainingError
 from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.objectives import BPR, SharpCF
-from tf_sharpcf.run_dir import atomic_save_npy, atomic_write_text
+from tf_sharpcf.atomic import atomic_save_npy, atomic_write_text
 from tf_sharpcf.search_space import ALGORITHMS, PARAMETERS, Space
 from tf_sharpcf.trajectory import TrajectoryTable, reslot
 
