@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
+from tf_sharpcf import methods as _methods
 from tf_sharpcf.errors import ConfigError
 
-METHODS = ("bpr", "apr", "sharpcf")
+METHODS = _methods.Names()      # the registered methods (`methods.py`), a live view
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
 # tf.distribute, see distribute.py and parameter_server.py
 STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")

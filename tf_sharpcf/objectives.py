@@ -192,15 +192,10 @@ class SharpCF(Objective):
 
 
 def make_objective(train_config, num_train: int, retry_safe: bool = False) -> Objective:
-    """Builds the objective named by `train_config.method` (chosen once, here).
+    """Builds the objective named by `train_config.method` (its `methods.Method`).
     retry_safe: SharpCF's table with E + 1 slots (`TrajectoryTable`), for
     strategies that may run a step twice (parameter-server)."""
-    t = train_config
-    if t.method == "bpr":
-        return BPR(l2=t.l2)
-    if t.method == "apr":
-        return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
-    if t.method == "sharpcf":
-        return SharpCF(TrajectoryTable(t.window, num_train, retry_safe=retry_safe), lam=t.lam,
-                       warmup_epochs=t.warmup_epochs, l2=t.l2)
-    raise ValueError(f"unknown method {t.method!r}")
+    from tf_sharpcf import methods
+    if train_config.method not in methods.names():
+        raise ValueError(f"unknown method {train_config.method!r}")
+    return methods.get(train_config.method).build(train_config, num_train, retry_safe)

@@ -23,7 +23,7 @@ from typing import List, Optional
 import tf_sharpcf  # noqa: F401
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
-from tf_sharpcf import run_dir
+from tf_sharpcf import methods, run_dir
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import TfSharpCFError
 from tf_sharpcf.experiments import load_experiment, plan, summarize, table_csv_rows, table_markdown
@@ -108,10 +108,12 @@ def _same_run(out: Path, config: Config) -> bool:
     return _what_counts(stored) == _what_counts(config)
 
 
-# Fields a method's training never reads: a change of their defaults must not
-# make the runner start a finished warm-up or an interrupted run over.
-_UNUSED = {"bpr": ("lam", "window", "eps", "adv_weight"), "apr": ("lam", "window"),
-           "sharpcf": ("eps", "adv_weight")}
+def _unused(method: str):
+    """Fields `method`'s training never reads (the other methods' own fields):
+    a change of their defaults must not make the runner start a finished
+    warm-up or an interrupted run over."""
+    own = methods.get(method).fields if method in methods.names() else ()
+    return tuple(f for f in methods.method_fields() if f not in own)
 
 
 def _what_counts(config: Config) -> Config:
@@ -119,7 +121,7 @@ def _what_counts(config: Config) -> Config:
     (`data_dir`, this machine's), how often it is checkpointed, and the fields
     its method does not use."""
     neutral = Config().train
-    unused = {f: getattr(neutral, f) for f in _UNUSED.get(config.train.method, ())}
+    unused = {f: getattr(neutral, f) for f in _unused(config.train.method)}
     return config.replace(data={"data_dir": None}, train={"checkpoint_every": 1, **unused})
 
 

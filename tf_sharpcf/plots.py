@@ -20,14 +20,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tf_sharpcf import landscape
+from tf_sharpcf import landscape, methods
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import DataError
 from tf_sharpcf.evaluation import Evaluator, degree_groups
 
-METHOD_NAMES = {"bpr": "BPR", "apr": "APR", "sharpcf": "SharpCF"}
-METHOD_COLORS = {"bpr": "tab:blue", "apr": "tab:orange", "sharpcf": "tab:green"}
+def _warm_starts(method: str) -> bool:
+    return method in methods.names() and methods.get(method).warm_start
+
+
+def _label(method: str) -> str:
+    return methods.get(method).label if method in methods.names() else method
+
+
+def _color(method: str) -> Optional[str]:
+    return methods.get(method).color if method in methods.names() else None
 PARAM_NAMES = {"lam": ("λ", "λ (weight of the trajectory loss)"), "window": ("E", "E (epoch window)")}
 
 
@@ -66,7 +74,7 @@ class Run:
         epoch = self.embedding_epoch
         if epoch is None:
             return self.label
-        if self.method != "bpr" and epoch <= self.config.train.warmup_epochs:
+        if _warm_starts(self.method) and epoch <= self.config.train.warmup_epochs:
             return f"{self.label} (epoch {epoch}: still the BPR warm-up model)"
         return f"{self.label} (epoch {epoch})"
 
@@ -99,7 +107,7 @@ def load_runs(paths: Sequence) -> List[Run]:
         seen[(r.dataset, r.method)] = seen.get((r.dataset, r.method), 0) + 1
     out = []
     for r in runs:
-        name = METHOD_NAMES.get(r.method, r.method)
+        name = _label(r.method)
         if seen[(r.dataset, r.method)] > 1:
             name = f"{name} ({r.path.name})"
         out.append(dataclasses.replace(r, label=name))
@@ -133,8 +141,8 @@ def _colors(rows: pd.DataFrame) -> Dict[str, str]:
     """{label: colour}: the method's colour while each method has one run in
     the panel, matplotlib's cycle otherwise."""
     runs = rows.drop_duplicates("label")
-    if runs["method"].is_unique and set(runs["method"]) <= set(METHOD_COLORS):
-        return {l: METHOD_COLORS[m] for l, m in zip(runs["label"], runs["method"])}
+    if runs["method"].is_unique and all(_color(m) for m in runs["method"]):
+        return {l: _color(m) for l, m in zip(runs["label"], runs["method"])}
     return {l: f"C{n}" for n, l in enumerate(runs["label"])}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
+from tf_sharpcf import methods as method_registry
 from tf_sharpcf.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,18 +60,24 @@ class Space:
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     """A tunable setting: its keras-tuner / table name, Config field, type,
-    the methods it applies to and its default domain."""
+    its default domain. The methods it applies to come from the registry
+    (`methods.Method.fields`): a field some methods own is theirs, any other
+    field every method's."""
 
     name: str
     field: str
     kind: type
-    methods: Tuple[str, ...]
     default: Optional[Space]      # None: searched only when a range or values are given
     doc: str
 
     @property
     def flag(self) -> str:
         return self.name.replace("_", "-")
+
+    @property
+    def methods(self) -> Tuple[str, ...]:
+        owners = tuple(m.name for m in method_registry.all_methods() if self.field in m.fields)
+        return owners or method_registry.names()
 
     def declare(self, hp: HyperParameters, space: Space) -> None:
         if space.kind == "range":
@@ -83,25 +90,19 @@ class Parameter:
             hp.Choice(self.name, [self.kind(v) for v in space.values])
 
 
-ALL_METHODS = ("bpr", "apr", "sharpcf")
 PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
-    Parameter("lambda", "lam", float, ("sharpcf",), Space.range(1e-3, 10.0),
-              "SharpCF's λ (the paper's Fig. 5 range)"),
-    Parameter("window", "window", int, ("sharpcf",), Space.range(1, 7),
-              "SharpCF's epoch window E (the paper's Fig. 6 range)"),
-    Parameter("eps", "eps", float, ("apr",), Space.range(0.01, 1.0), "APR's perturbation norm ρ"),
-    Parameter("adv_weight", "adv_weight", float, ("apr",), Space.range(0.1, 10.0),
-              "APR's adversarial weight α"),
+    Parameter("lambda", "lam", float, Space.range(1e-3, 10.0), "SharpCF's λ (the paper's Fig. 5 range)"),
+    Parameter("window", "window", int, Space.range(1, 7), "SharpCF's epoch window E (the paper's Fig. 6 range)"),
+    Parameter("eps", "eps", float, Space.range(0.01, 1.0), "APR's perturbation norm ρ"),
+    Parameter("adv_weight", "adv_weight", float, Space.range(0.1, 10.0), "APR's adversarial weight α"),
     # lr and L2 default to log grids, not continuous ranges: every (lr, L2) pair
     # needs its own warm-up, and a grid keeps that to at most 9.
-    Parameter("lr", "lr", float, ALL_METHODS, Space.choice(2.5e-3, 5e-3, 1e-2),
-              "learning rate"),
-    Parameter("l2", "l2", float, ALL_METHODS, Space.choice(3e-3, 1e-2, 3e-2),
-              "L2 weight on the batch embeddings"),
+    Parameter("lr", "lr", float, Space.choice(2.5e-3, 5e-3, 1e-2), "learning rate"),
+    Parameter("l2", "l2", float, Space.choice(3e-3, 1e-2, 3e-2), "L2 weight on the batch embeddings"),
     # Part of the BPR recipe, like lr and L2 (each value its own warm-up);
     # searched only when asked, else the base config's value.
-    Parameter("negatives", "negatives", int, ALL_METHODS, None, "K, negatives per positive"),
-    Parameter("batch_size", "batch_size", int, ALL_METHODS, None, "batch size"),
+    Parameter("negatives", "negatives", int, None, "K, negatives per positive"),
+    Parameter("batch_size", "batch_size", int, None, "batch size"),
 )}
 _ALIASES = {"lam": "lambda", "adv-weight": "adv_weight", "e": "window", "k": "negatives",
             "batch-size": "batch_size"}

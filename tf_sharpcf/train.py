@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_sharpcf import checkpointing, distribute, run_dir
+from tf_sharpcf import checkpointing, distribute, methods, run_dir
 from tf_sharpcf.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
                                   LastCheckpoint, Progress, StopOnNonFiniteEpochLoss, StopOnNonFiniteLoss)
 from tf_sharpcf.config import Config
@@ -37,7 +37,19 @@ from tf_sharpcf.optimizers import make_optimizer
 # Batches trained per call into the compiled graph when the config says 0:
 # enough that the tables stay in place under XLA for most of an epoch.
 DEFAULT_BATCHES_PER_CHUNK = 128
-HISTORY_COLUMNS = ("loss", "bpr_loss", "reg_loss", "trajectory_loss", "adversarial_loss", "seconds")
+# The paper's terms keep this column order in history.csv; other registered
+# methods' logs follow them.
+_TERM_ORDER = ("loss", "bpr_loss", "reg_loss", "trajectory_loss", "adversarial_loss")
+
+
+def history_columns() -> Tuple[str, ...]:
+    """history.csv's loss columns: every registered method's logs, then seconds."""
+    logs = methods.log_names()
+    known = tuple(c for c in _TERM_ORDER if c in logs)
+    return (*known, *(n for n in logs if n not in known), "seconds")
+
+
+HISTORY_COLUMNS = history_columns()     # the paper's three methods
 
 
 def load_data(config: Config) -> Interactions:
@@ -71,11 +83,7 @@ def phases(objective, warmup_epochs: int, epochs: int):
 def inactive_terms(train_config):
     """epoch (0-based) -> the logged terms that are not in that epoch's loss:
     SharpCF's trajectory term before it is on (E_start, a filled table, λ > 0)."""
-    t = train_config
-    if t.method != "sharpcf":
-        return lambda epoch: ()
-    start = max(t.warmup_epochs, t.window)
-    return lambda epoch: ("trajectory_loss",) if epoch < start or t.lam == 0 else ()
+    return methods.get(train_config.method).inactive_terms(train_config)
 
 
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
@@ -127,7 +135,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
             checkpointing.restore(init_checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
-    history = History(workdir / run_dir.HISTORY, [*HISTORY_COLUMNS, *metric_names, "eval_seconds"],
+    history = History(workdir / run_dir.HISTORY, [*history_columns(), *metric_names, "eval_seconds"],
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=int(verbose >= 2), resume=resume,
                       inactive=inactive_terms(t))
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
@@ -186,7 +194,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         "best": best.best,
         "final": {"epoch": final_row["epoch"], **{m: final_row[m] for m in metric_names}},
         # APR's and SharpCF's own epochs start after the warm-up (E_start).
-        **epoch_seconds(history.rows, 0 if t.method == "bpr" else t.warmup_epochs),
+        **epoch_seconds(history.rows, t.warmup_epochs if methods.get(t.method).warm_start else 0),
         "eval_seconds": statistics.median(r["eval_seconds"] for r in history.rows if "eval_seconds" in r),
         "epochs": t.epochs,
         "num_users": data.num_users,

@@ -54,7 +54,7 @@ from keras_tuner.engine.base_tuner import BaseTuner
 from keras_tuner.engine.hyperparameters import HyperParameters
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
-from tf_sharpcf import checkpointing, run_dir, train
+from tf_sharpcf import checkpointing, methods, run_dir, train
 from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, split_validation
@@ -71,7 +71,14 @@ SECONDARY = f"val_ndcg@{OBJECTIVE_K}"
 # Warm-ups record at least this many epochs of scores, so one warm-up serves
 # every E in the paper's range 1..7.
 MIN_RECORDED_WINDOW = 7
-WARM_START_METHODS = ("apr", "sharpcf")
+def _warm_starts(method: str) -> bool:
+    """The method's trials share a BPR warm start (`methods.Method.warm_start`)."""
+    return methods.get(method).warm_start
+
+
+def _records(method: str) -> bool:
+    """Its warm start records a trajectory table (`methods.Method.records_trajectory`)."""
+    return methods.get(method).records_trajectory
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +109,7 @@ class SearchSettings:
     def warm_start_epochs(self) -> int:
         """E_start when trials share a warm start, else 0."""
         t = self.base.train
-        return t.warmup_epochs if t.method in WARM_START_METHODS else 0
+        return t.warmup_epochs if _warm_starts(t.method) else 0
 
     @property
     def recorded_window(self) -> int:
@@ -132,7 +139,7 @@ class SearchSettings:
         _require(isinstance(self.hyperband_factor, int) and self.hyperband_factor >= 2,
                  "hyperband-factor", "must be an integer >= 2")
         _require(0 < self.val_fraction < 1, "val-fraction", f"must be in (0, 1), got {self.val_fraction}")
-        if t.method in WARM_START_METHODS:
+        if _warm_starts(t.method):
             _require(t.epochs > t.warmup_epochs, "epochs",
                      f"must exceed --warmup-epochs ({t.warmup_epochs}) for {t.method}: "
                      "epochs after the warm-up are where its hyper-parameters act")
@@ -242,7 +249,7 @@ class WarmStarts:
         return {"data": self.fingerprint, "dim": m.dim, "init_std": m.init_std, "lr": t.lr, "l2": t.l2,
                 "optimizer": t.optimizer, "batch_size": t.batch_size, "negatives": t.negatives, "seed": t.seed,
                 "warmup_epochs": t.warmup_epochs, "jit_compile": t.jit_compile,
-                "recorded_window": self.window if t.method == "sharpcf" else 0}
+                "recorded_window": self.window if _records(t.method) else 0}
 
     def key(self, config: Config) -> str:
         text = json.dumps(self.key_fields(config), sort_keys=True)
@@ -250,7 +257,7 @@ class WarmStarts:
 
     def applies(self, config: Config) -> bool:
         t = config.train
-        return t.method in WARM_START_METHODS and 0 < t.warmup_epochs < t.epochs
+        return _warm_starts(t.method) and 0 < t.warmup_epochs < t.epochs
 
     def folder(self, config: Config) -> Path:
         return self.root / self.key(config)
@@ -275,7 +282,7 @@ class WarmStarts:
         # The BPR model of `config`: same initial embeddings and optimizer as the
         # trial's own model, without the trial's table (its shape depends on E).
         model, _, optimizer = train.build_model(config.replace(train={"method": "bpr"}), self.data)
-        table = TrajectoryTable(self.window, self.data.num_train) if t.method == "sharpcf" else None
+        table = TrajectoryTable(self.window, self.data.num_train) if _records(t.method) else None
         # λ = 0 and the term off before E_start: the gradients are BPR's exactly.
         objective = (SharpCF(table, lam=0.0, warmup_epochs=t.warmup_epochs, l2=t.l2) if table is not None
                      else BPR(l2=t.l2))
@@ -310,7 +317,7 @@ class WarmStarts:
         if info["key"] is None:
             return None, info
         folder = self.folder(config)
-        if config.train.method != "sharpcf":
+        if not _records(config.train.method):
             return checkpointing.find(folder / "checkpoint"), info
         return self._with_window(config, folder, Path(scratch)), info
 

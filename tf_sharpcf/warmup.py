@@ -22,20 +22,24 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpcf import checkpointing, run_dir
+from tf_sharpcf import checkpointing, methods, run_dir
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions
 from tf_sharpcf.trajectory import TrajectoryTable, reslot
 
-# Train fields that only act after the warm-up (or only name the run): runs
-# that differ only in these share their first E_start epochs.
-METHOD_FIELDS = ("method", "epochs", "window", "lam", "eps", "adv_weight")
 _NEUTRAL = Config().train
+
+
+def method_fields():
+    """Train fields that only act after the warm-up (or only name the run):
+    the method, the epoch count and every registered method's own fields.
+    Runs that differ only in these share their first E_start epochs."""
+    return ("method", "epochs", *methods.method_fields())
 
 
 def sharing_key(config: Config) -> Config:
     """`config` with the method-only fields reset: equal keys, equal warm-ups."""
-    return config.replace(train={f: getattr(_NEUTRAL, f) for f in METHOD_FIELDS})
+    return config.replace(train={f: getattr(_NEUTRAL, f) for f in method_fields()})
 
 
 def can_branch(config: Config) -> bool:
@@ -54,7 +58,7 @@ def warmup_config(configs: Sequence[Config]) -> Config:
     if len(keys) != 1 or not all(can_branch(c) for c in configs):
         raise ValueError("these runs do not share one warm-up")
     base, warm = configs[0], configs[0].train.warmup_epochs
-    windows = [c.train.window for c in configs if c.train.method == "sharpcf"]
+    windows = [c.train.window for c in configs if methods.get(c.train.method).records_trajectory]
     if windows:
         return base.replace(train={"method": "sharpcf", "epochs": warm, "lam": 0.0, "window": max(windows)})
     return base.replace(train={"method": "bpr", "epochs": warm})
@@ -87,12 +91,12 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
     # W-slot table (a BPR model of the same config has the same variables).
     model, _, optimizer = train.build_model(config.replace(train={"method": "bpr"}), data)
     meta = checkpointing.restore(found, model, optimizer)
-    if config.train.method == "sharpcf":
+    if methods.get(config.train.method).records_trajectory:
         recorded = _recorded_trajectory(found)
         model.trajectory = TrajectoryTable(config.train.window, data.num_train)
         model.trajectory.scores.assign(reslot(recorded, meta["epoch"], config.train.window))
     rows = meta["history"]
-    if config.train.method != "sharpcf":            # the warm-up's recording is not this method's log
+    if not methods.get(config.train.method).records_trajectory:   # the recording is not this method's log
         rows = [{k: v for k, v in r.items() if k != "trajectory_loss"} for r in rows]
     checkpointing.write(tmp / run_dir.LAST, model, optimizer, {**meta, "history": rows})
     run_dir.atomic_write_text(tmp / run_dir.CONFIG, config.to_json())

@@ -1,0 +1,145 @@
+"""The method registry: what each training method is, declared once.
+
+A `Method` names its objective (`build`), its label and colour in tables and
+figures, the `TrainConfig` fields that only it reads (its hyper-parameters),
+what its objective logs beyond BPR's, whether it starts from a shared BPR
+warm-up, and, where it has one, which logged term is not yet in the loss.
+`config` (the `--method` choices), `fit`, `train` (history columns, inactive
+terms, epoch timing), `objectives.make_objective`, `search_space`, `tuning`,
+`warmup`, `pipeline` and `plots` read it; registering a `Method` is all a new
+objective needs to appear in `fit --method`, `history.csv`, TensorBoard and
+`tune`.
+
+TensorFlow-free: `build` imports the objectives when called, so the command
+lines can check their flags before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One training method.
+
+    name: the `--method` value. label, color: tables and figures.
+    fields: TrainConfig fields only this method reads (warmup_epochs aside).
+    extra_logs: what the objective logs beyond `BASE_LOGS`.
+    warm_start: its first `warmup_epochs` epochs are plain BPR, so runs and
+      trials can branch from one shared warm-up.
+    records_trajectory: its warm-up keeps a SharpCF trajectory table (with
+      lambda 0) that the branched run continues from.
+    build: (train_config, num_train, retry_safe) -> the `Objective`.
+    inactive: train_config -> (epoch -> logged terms not in that epoch's loss).
+    """
+
+    name: str
+    label: str
+    color: str
+    build: Callable
+    fields: Tuple[str, ...] = ()
+    extra_logs: Tuple[str, ...] = ()
+    warm_start: bool = False
+    records_trajectory: bool = False
+    inactive: Optional[Callable] = None
+
+    @property
+    def log_names(self) -> Tuple[str, ...]:
+        return BASE_LOGS + self.extra_logs
+
+    def inactive_terms(self, train_config) -> Callable[[int], Tuple[str, ...]]:
+        """epoch (0-based) -> the logged terms not in that epoch's loss."""
+        if self.inactive is None:
+            return lambda epoch: ()
+        return self.inactive(train_config)
+
+
+_REGISTRY: Dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Adds `method` (a new name, or replaces one of the same name)."""
+    _REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Method:
+    """The method called `name`; KeyError if none is."""
+    return _REGISTRY[name]
+
+
+def names() -> Tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def all_methods() -> Tuple[Method, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def method_fields() -> Tuple[str, ...]:
+    """Every registered method's own TrainConfig fields, each once."""
+    return tuple(dict.fromkeys(f for m in _REGISTRY.values() for f in m.fields))
+
+
+def log_names() -> Tuple[str, ...]:
+    """Every registered method's logs, base first, each once."""
+    return tuple(dict.fromkeys(n for m in _REGISTRY.values() for n in m.log_names))
+
+
+class Names:
+    """A live view of the registered names (argparse `choices`, membership
+    tests): methods registered after import are in it."""
+
+    def __contains__(self, name) -> bool:
+        return name in _REGISTRY
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(tuple(_REGISTRY))
+
+
+# ---------------------------------------------------------------------------
+# The paper's three
+
+
+def _bpr(t, num_train, retry_safe=False):
+    from tf_sharpcf.objectives import BPR
+    return BPR(l2=t.l2)
+
+
+def _apr(t, num_train, retry_safe=False):
+    from tf_sharpcf.objectives import APR
+    return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
+
+
+def _sharpcf(t, num_train, retry_safe=False):
+    from tf_sharpcf.objectives import SharpCF
+    from tf_sharpcf.trajectory import TrajectoryTable
+    return SharpCF(TrajectoryTable(t.window, num_train, retry_safe=retry_safe), lam=t.lam,
+                   warmup_epochs=t.warmup_epochs, l2=t.l2)
+
+
+def _sharpcf_inactive(t):
+    """The trajectory term is off before E_start and a filled table, and at λ = 0."""
+    start = max(t.warmup_epochs, t.window)
+    return lambda epoch: ("trajectory_loss",) if epoch < start or t.lam == 0 else ()
+
+
+register(Method("bpr", "BPR", "tab:blue", _bpr))
+register(Method("apr", "APR", "tab:orange", _apr, fields=("eps", "adv_weight"),
+                extra_logs=("adversarial_loss",), warm_start=True))
+register(Method("sharpcf", "SharpCF", "tab:green", _sharpcf, fields=("window", "lam"),
+                extra_logs=("trajectory_loss",), warm_start=True, records_trajectory=True,
+                inactive=_sharpcf_inactive))
