@@ -22,7 +22,7 @@ class Recorder:
 
     def __init__(self, monkeypatch, stop_at=None):
         self.runs, self.warmups, self.stop_at = [], [], stop_at
-        real_train, real_dataset = train.train_and_evaluate, tuning.training_dataset
+        real_train, real_warmup = train.train_and_evaluate, tuning.WarmStarts._train
 
         def run(config, workdir, data=None, **kw):
             self.runs.append((config, workdir, data, kw))
@@ -32,11 +32,11 @@ class Recorder:
                 raise KeyboardInterrupt("killed during a trial")
             return real_train(config, workdir, data, **kw)
 
-        def dataset(data, *a, **kw):
-            self.warmups.append(data)
-            return real_dataset(data, *a, **kw)
+        def warmup(warm_starts, config, folder):
+            self.warmups.append(warm_starts.data)
+            return real_warmup(warm_starts, config, folder)
         monkeypatch.setattr(train, "train_and_evaluate", run)
-        monkeypatch.setattr(tuning, "training_dataset", dataset)
+        monkeypatch.setattr(tuning.WarmStarts, "_train", warmup)
 
     def trial_runs(self):
         return [r for r in self.runs if r[1].parent.name != "final" and r[1].name != "final"]

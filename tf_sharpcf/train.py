@@ -80,6 +80,34 @@ def phases(objective, warmup_epochs: int, epochs: int):
     return out
 
 
+def fit_phase(model, objective, optimizer, data: Interactions, train_config, start: int, end: int,
+              callbacks: Sequence[tf.keras.callbacks.Callback] = (), scheduled=None):
+    """The one training recipe: `objective` for epochs [start, end) of a run
+    of `train_config` (its batches, seed, K, XLA setting), on the strategy
+    the model was built under. set_objective -> compile -> Keras `fit`.
+
+    Default strategy: chunks of batches looped in the XLA-compiled step (with
+    the fused row kernel where it applies); mirrored strategies: one global
+    batch per step (`distribute.fit_input`); parameter-server: `scheduled`
+    (`parameter_server.ScheduledSteps`) schedules the steps. -> Keras History.
+    """
+    t = train_config
+    model.set_objective(objective)
+    if scheduled is not None:
+        from tf_sharpcf import parameter_server
+        model.compile(optimizer=optimizer, jit_compile=False)
+        scheduled.install(model)
+        return model.fit(parameter_server.dummy_input(), initial_epoch=start, epochs=end,
+                         steps_per_epoch=scheduled.batches.steps_per_epoch, callbacks=list(callbacks), verbose=0)
+    k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
+    fit_input = distribute.fit_input(model.distribute_strategy, data, t.batch_size, t.seed, start, end, k,
+                                     t.jit_compile, t.negatives)
+    model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
+                  steps_per_execution=fit_input.steps_per_execution)
+    return model.fit(fit_input.dataset, initial_epoch=start, epochs=end, steps_per_epoch=fit_input.steps_per_epoch,
+                     callbacks=list(callbacks), verbose=0)
+
+
 def inactive_terms(train_config):
     """epoch (0-based) -> the logged terms that are not in that epoch's loss:
     SharpCF's trajectory term before it is on (E_start, a filled table, λ > 0)."""
@@ -161,20 +189,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
             start = max(start, start_epoch)
             if start >= end:
                 continue
-            model.set_objective(phase_objective)
-            if scheduled is not None:
-                model.compile(optimizer=optimizer, jit_compile=False)
-                scheduled.install(model)
-                model.fit(parameter_server.dummy_input(), initial_epoch=start, epochs=end,
-                          steps_per_epoch=scheduled.batches.steps_per_epoch, callbacks=callbacks, verbose=0)
-                continue
-            fit_input = distribute.fit_input(strategy, data, t.batch_size, t.seed, start, end, k, t.jit_compile,
-                                             t.negatives)
-            model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
-                          steps_per_execution=fit_input.steps_per_execution)
-            model.fit(fit_input.dataset, initial_epoch=start, epochs=end,
-                      steps_per_epoch=fit_input.steps_per_epoch,
-                      callbacks=callbacks, verbose=0)
+            fit_phase(model, phase_objective, optimizer, data, t, start, end, callbacks, scheduled)
     except TrainingError as err:
         err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
         raise

@@ -59,7 +59,6 @@ from tf_sharpcf.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, split_validation
 from tf_sharpcf.errors import ConfigError, TfSharpCFError, TrainingError
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.objectives import BPR, SharpCF
 from tf_sharpcf.atomic import atomic_save_npy, atomic_write_text
 from tf_sharpcf.search_space import ALGORITHMS, PARAMETERS, Space
@@ -286,14 +285,9 @@ class WarmStarts:
         # λ = 0 and the term off before E_start: the gradients are BPR's exactly.
         objective = (SharpCF(table, lam=0.0, warmup_epochs=t.warmup_epochs, l2=t.l2) if table is not None
                      else BPR(l2=t.l2))
-        model.set_objective(objective)
-        model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
-        k = t.steps_per_execution or train.DEFAULT_BATCHES_PER_CHUNK
         start = time.perf_counter()
-        model.fit(training_dataset(self.data, t.batch_size, t.seed, 0, t.warmup_epochs, batches_per_chunk=k,
-                                   negatives=t.negatives),
-                  epochs=t.warmup_epochs, steps_per_epoch=chunks_per_epoch(self.data.num_train, t.batch_size, k),
-                  callbacks=[EpochCounter(), EpochTimer()], verbose=0)
+        train.fit_phase(model, objective, optimizer, self.data, t, 0, t.warmup_epochs,
+                        [EpochCounter(), EpochTimer()])
         seconds = time.perf_counter() - start
         meta = {"key": folder.name, "epochs": t.warmup_epochs, "seconds": seconds,
                 "recorded_window": self.window if table is not None else 0, **self.key_fields(config)}
