@@ -85,7 +85,7 @@ def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder,
     (root / "runs" / "bpr-seed1" / "metrics.json").unlink()
     calls = []
 
-    def fake(config, workdir, data=None, verbose=1, resume=False):
+    def fake(config, workdir, data=None, verbose=1, start=None):
         calls.append(workdir.name)
         return saved
     monkeypatch.setattr(train, "train_and_evaluate", fake)
@@ -106,7 +106,7 @@ def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatc
     real, seen = train.train_and_evaluate, []
 
     def spy(*a, **k):
-        seen.append(k.get("resume"))
+        seen.append(k["start"].resume)
         return real(*a, **k)
     monkeypatch.setattr(train, "train_and_evaluate", spy)
     assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0

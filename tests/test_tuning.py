@@ -103,8 +103,8 @@ def test_rerun_continues_without_repeating_finished_trials(searched):
     assert [r[1].name for r in rerun.runs][-1] == "final"
     # trial 1 continued from its own last checkpoint (epoch 3), trial 2 from the warm start
     (_, _, _, kw1), (_, _, _, kw2) = rerun.trial_runs()
-    assert kw1["resume"] and kw1["init_checkpoint"] is None
-    assert not kw2["resume"] and kw2["init_checkpoint"] is not None and kw2["start_epoch"] == 2
+    assert kw1["start"] == train.Start.resuming()
+    assert not kw2["start"].resume and kw2["start"].checkpoint is not None and kw2["start"].epoch == 2
     history = list(csv.DictReader(open(searched["project"] / "trial_1" / "history.csv")))
     assert [r["epoch"] for r in history] == ["3", "4"]
 
@@ -167,7 +167,7 @@ def test_a_trial_from_the_shared_warm_start_trains_exactly_like_fit(tiny_folder,
     init, info = warm.checkpoint(config, tmp_path / "init")
     assert not info["reused"] and info["epochs"] == 3
     shared = tmp_path / "shared"
-    train.train_and_evaluate(config, shared, data, verbose=0, init_checkpoint=init, start_epoch=3)
+    train.train_and_evaluate(config, shared, data, verbose=0, start=train.Start.branch(init, 3))
 
     a = list(csv.DictReader(open(scratch / "history.csv")))[3:]
     b = list(csv.DictReader(open(shared / "history.csv")))

@@ -276,7 +276,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 check_output_dir(out, False, make_parents=args.output_dir is None)   # again, now locked
             metrics = train.train_and_evaluate(config, out, data,
                                                verbose=0 if args.quiet else 2 if args.verbose else 1,
-                                               resume=bool(args.resume))
+                                               start=train.Start.resuming(bool(args.resume)))
         exported = None
         if args.export:
             exported = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,

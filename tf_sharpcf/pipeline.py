@@ -135,7 +135,7 @@ def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Opt
         if out.exists() and not resume:
             shutil.rmtree(out)
     print(f"[{name}] {out.name}{' (resumed)' if resume else ''}", file=sys.stderr, flush=True)
-    return train.train_and_evaluate(config, out, data, verbose=verbose, resume=resume)
+    return train.train_and_evaluate(config, out, data, verbose=verbose, start=train.Start.resuming(resume))
 
 
 def _warmups(runs, root: Path):

@@ -9,13 +9,14 @@ and writes the run's files into `workdir`:
   checkpoints/last/ (model + optimizer + history, to resume from),
   user_embeddings.npy, item_embeddings.npy (best epoch).
 
-`resume=True` continues the run in `workdir` from checkpoints/last/. Each
+`start=Start.resuming()` continues the run in `workdir` from checkpoints/last/. Each
 epoch's batches are a pure function of (seed, epoch), so the epoch count is
 all the input pipeline needs; on CPU the resumed run is bit-identical to an
 uninterrupted one.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -114,22 +115,45 @@ def inactive_terms(train_config):
     return methods.get(train_config.method).inactive_terms(train_config)
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where a run begins (`train_and_evaluate(start=...)`), one of:
+
+    * `Start()`: from scratch, epoch 0;
+    * `Start.resuming()`: the run already in the workdir, from its
+      checkpoints/last/ (model, optimizer, epoch count, history rows, best so
+      far), or from scratch if it has none yet;
+    * `Start.branch(folder, epoch)`: the model and optimizer state of a
+      checkpoint folder (`checkpointing.write`), training from `epoch`
+      (0-based), e.g. after a shared warm-up.
+    """
+
+    resume: bool = False
+    checkpoint: Optional[Path] = None
+    epoch: int = 0
+
+    def __post_init__(self):
+        if self.resume and (self.checkpoint is not None or self.epoch):
+            raise ValueError("a resumed run starts where its own checkpoint says, not at a given checkpoint")
+
+    @staticmethod
+    def resuming(resume: bool = True) -> "Start":
+        return Start(resume=bool(resume))
+
+    @staticmethod
+    def branch(checkpoint: Path, epoch: int) -> "Start":
+        return Start(checkpoint=Path(checkpoint), epoch=int(epoch))
+
+
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
-                       verbose: int = 1, init_checkpoint: Optional[Path] = None,
-                       start_epoch: int = 0, resume: bool = False,
+                       verbose: int = 1, start: Start = Start(),
                        callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
 
     verbose: 0 prints nothing; 1 the run's progress (`callbacks.Progress`: a
     bar over the epochs on a terminal, plain lines elsewhere); 2 one line per
-    epoch.
-
-    With `init_checkpoint` (a folder written by `checkpointing.write`), the
-    model and optimizer state are restored from it first and training starts
-    at `start_epoch` (0-based), e.g. after a shared warm-up. With `resume`,
-    the run already in `workdir` continues from its checkpoints/last/
-    (model, optimizer, epoch count, history rows, best so far), or starts
-    over if it has none yet. Returns the contents of metrics.json.
+    epoch. start: where the run begins (`Start`). Returns the contents of
+    metrics.json.
 
     Raises `TrainingError` (non-finite loss, a failed write) with a message
     naming the epoch or file and the last good checkpoint.
@@ -137,8 +161,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     callbacks: extra Keras callbacks, called after the run's own.
     """
     config.validate()
-    if resume and init_checkpoint is not None:
-        raise ValueError("resume and init_checkpoint exclude each other")
+    resume, start_epoch = start.resume, start.epoch
     data = data if data is not None else load_data(config)
     workdir = Path(workdir)
     try:
@@ -159,8 +182,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         if resume and checkpointing.exists(workdir / run_dir.LAST):    # a damaged one is an error there
             meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
             start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
-        elif init_checkpoint is not None:
-            checkpointing.restore(init_checkpoint, model, optimizer)
+        elif start.checkpoint is not None:
+            checkpointing.restore(start.checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
     history = History(workdir / run_dir.HISTORY, [*history_columns(), *metric_names, "eval_seconds"],

@@ -302,7 +302,7 @@ class WarmStarts:
     def checkpoint(self, config: Config, scratch: Path) -> Tuple[Optional[Path], Dict[str, Any]]:
         """The checkpoint a trial of `config` starts from, and how it was got.
 
-        -> (folder for `train_and_evaluate(init_checkpoint=...)` or None when
+        -> (folder for `train.Start.branch(folder, epoch)` or None when
         the method has no warm-up, info {"key", "reused", "seconds", "epochs"}).
         For SharpCF the folder is written under `scratch`: the warm-up's model
         and optimizer with a window-E table (see the module docstring).
@@ -366,8 +366,9 @@ class Tuner(BaseTuner):
         else:
             init, warm = self.warm_starts.checkpoint(config, scratch)
         try:
-            metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, init_checkpoint=init,
-                                               start_epoch=warm["epochs"] if init else 0, resume=resume)
+            begin = (train.Start.resuming() if resume else
+                     train.Start.branch(init, warm["epochs"]) if init else train.Start())
+            metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, start=begin)
         except TrainingError as e:             # a non-finite loss: a failed trial, the search goes on
             raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
         except Exception as e:
@@ -626,7 +627,7 @@ def retrain(config: Config, folder: Path, data: Interactions, verbose: int = 1) 
         shutil.rmtree(folder)
     tf.keras.backend.clear_session()
     start = time.perf_counter()
-    metrics = train.train_and_evaluate(config, folder, data=data, verbose=0, resume=same)
+    metrics = train.train_and_evaluate(config, folder, data=data, verbose=0, start=train.Start.resuming(same))
     seconds = time.perf_counter() - start
     if verbose:
         print(f"final retrain ({folder}): test recall@20 {metrics['final']['recall@20']:.4f}, "

@@ -10,7 +10,7 @@ method's run from that run's last checkpoint (`branch`). The branched run
 folder holds the warm-up's history rows, best-so-far and best checkpoint, and
 a training checkpoint at epoch E_start carrying the model, the optimizer
 state and, for SharpCF, the E-slot trajectory (`trajectory.reslot`); the
-ordinary resume (`train_and_evaluate(resume=True)`) continues it.
+ordinary resume (`train_and_evaluate(start=Start.resuming())`) continues it.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
 
     `warm_dir` is a finished run of the `warmup_config` of `config`'s group. `out` is written
     in a temporary folder and renamed into place, so it is either complete or
-    absent. Then `train.train_and_evaluate(config, out, data, resume=True)`
+    absent. Then `train.train_and_evaluate(config, out, data, start=train.Start.resuming())`
     trains its remaining epochs.
     """
     from tf_sharpcf import train
