@@ -44,6 +44,7 @@ from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import ConfigError, DataError, TfSharpCFError
 from tf_sharpcf.atomic import atomic_write_text, fsync_path, fsync_tree
+from tf_sharpcf.run_dir import load_config, load_embeddings  # noqa: F401  (the run folder's readers)
 
 INDEXES = ("brute-force", "scann")
 SIGNATURE = "serving_default"
@@ -364,36 +365,6 @@ def write_models_config(base_dir: Path, model_base_path: str = "/models") -> Pat
 
 # ---------------------------------------------------------------------------
 # Runs
-
-
-def load_embeddings(run_dir: Path) -> tuple:
-    """-> ([num_users, dim], [num_items, dim]) float32 from a fit run folder."""
-    out = []
-    for name in ("user_embeddings.npy", "item_embeddings.npy"):
-        path = run_dir / name
-        try:
-            array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found (is {run_dir} a finished fit run?)") from None
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: not a .npy array ({e})") from None
-        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
-            raise DataError(f"{path}: expected a 2-D float array, got {array.dtype} {array.shape}")
-        out.append(array.astype(np.float32))
-    if out[0].shape[1] != out[1].shape[1]:
-        raise DataError(f"{run_dir}: user and item embeddings differ in size "
-                        f"({out[0].shape[1]} vs {out[1].shape[1]})")
-    return out[0], out[1]
-
-
-def load_config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise DataError(f"{path}: file not found (is {run_dir} a fit run?)")
-    try:
-        return Config.from_file(path)
-    except ConfigError as e:
-        raise DataError(str(e)) from None
 
 
 def default_name(config: Config) -> str:

@@ -58,8 +58,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for i in order:
             run = runs[i]
             out = root / "runs" / run.label
-            if (out / "metrics.json").exists():
-                results[run.label] = json.loads((out / "metrics.json").read_text())
+            finished = run_dir.read_metrics(out)
+            if finished is not None:
+                results[run.label] = finished
                 continue
             if args.table_only:
                 continue
@@ -102,9 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _same_run(out: Path, config: Config) -> bool:
     """An interrupted run continues from its last checkpoint when its config is
     unchanged (`_what_counts`); a run of an edited definition starts over."""
-    if not (out / "config.json").exists():
+    if not (out / run_dir.CONFIG).exists():
         return False
-    stored = Config.from_stored(json.loads((out / "config.json").read_text()))
+    stored = Config.from_stored(json.loads((out / run_dir.CONFIG).read_text()))
     return _what_counts(stored) == _what_counts(config)
 
 
@@ -128,8 +129,8 @@ def _what_counts(config: Config) -> Config:
 def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Optional[bool] = None):
     """Trains (or continues, or finds finished) the run of `config` in `out`."""
     from tf_sharpcf import train
-    if (out / "metrics.json").exists() and _same_run(out, config):
-        return json.loads((out / "metrics.json").read_text())
+    if (out / run_dir.METRICS).exists() and _same_run(out, config):
+        return run_dir.read_metrics(out)
     if resume is None:
         resume = _same_run(out, config)
         if out.exists() and not resume:

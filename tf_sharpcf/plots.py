@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tf_sharpcf import landscape, methods
+from tf_sharpcf import landscape, methods, run_dir
 from tf_sharpcf.config import Config
 from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import DataError
@@ -80,20 +80,17 @@ class Run:
 
     def embeddings(self) -> Tuple[np.ndarray, np.ndarray]:
         """([num_users, dim], [num_items, dim]) float32 of the best epoch."""
-        try:
-            return (np.load(self.path / "user_embeddings.npy"), np.load(self.path / "item_embeddings.npy"))
-        except FileNotFoundError as e:
-            raise DataError(f"{self.path}: no {Path(e.filename).name} (the run has not finished)") from None
+        return run_dir.load_embeddings(self.path)     # a DataError naming a missing file
 
 
 def load_run(path) -> Run:
     path = Path(path)
     try:
-        config = Config.from_stored(json.loads((path / "config.json").read_text()))
-        history = pd.read_csv(path / "history.csv")
+        config = Config.from_stored(json.loads((path / run_dir.CONFIG).read_text()))
+        history = pd.read_csv(path / run_dir.HISTORY)
     except FileNotFoundError as e:
         raise DataError(f"{path}: not a run directory (no {Path(e.filename).name})") from None
-    metrics_path = path / "metrics.json"
+    metrics_path = path / run_dir.METRICS
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
     return Run(path, config, history, metrics)
 

@@ -17,11 +17,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
+
+import numpy as np
 
 from tf_sharpcf.atomic import (WriteError, atomic_save_npy, atomic_write, atomic_write_text,  # noqa: F401
                                fsync_path, fsync_tree, remove)
 from tf_sharpcf.config import Config
-from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.errors import ConfigError, DataError
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -183,3 +186,45 @@ def _read_owner(fd: int) -> dict:
 def run_lock(folder: Path, flag: str = "--output-dir") -> FolderLock:
     """The lock of a run folder (its `.lock` file)."""
     return FolderLock(Path(folder) / LOCK, folder, flag)
+
+
+# ---------------------------------------------------------------------------
+# Reading a run
+
+
+def read_metrics(path: Path) -> Optional[dict]:
+    """metrics.json of the run in `path`, or None while it is unfinished."""
+    file = Path(path) / METRICS
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def load_embeddings(run_dir: Path) -> tuple:
+    """-> ([num_users, dim], [num_items, dim]) float32 from a fit run folder
+    (a DataError naming the file if one is missing or not a 2-D float array)."""
+    run_dir, out = Path(run_dir), []
+    for name in EMBEDDINGS:
+        path = run_dir / name
+        try:
+            array = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found (is {run_dir} a finished fit run?)") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a .npy array ({e})") from None
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise DataError(f"{path}: expected a 2-D float array, got {array.dtype} {array.shape}")
+        out.append(array.astype(np.float32))
+    if out[0].shape[1] != out[1].shape[1]:
+        raise DataError(f"{run_dir}: user and item embeddings differ in size "
+                        f"({out[0].shape[1]} vs {out[1].shape[1]})")
+    return out[0], out[1]
+
+
+def load_config(run_dir: Path) -> Config:
+    """The run's config.json (a DataError if missing or invalid)."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise DataError(f"{path}: file not found (is {run_dir} a fit run?)")
+    try:
+        return Config.from_file(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
