@@ -10,7 +10,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_sharpcf.distribute import global_batch_share, sum_across_replicas
+from tf_sharpcf.replica import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives import Objective
 from tf_sharpcf.optimizers import row_kernel_usable
 from tf_sharpcf.sparse import gather_rows

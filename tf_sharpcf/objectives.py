@@ -14,7 +14,7 @@ from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_sharpcf.distribute import sum_rows_over_global_batch
+from tf_sharpcf.replica import sum_rows_over_global_batch
 from tf_sharpcf.trajectory import TrajectoryTable
 
 Logs = Dict[str, tf.Tensor]
@@ -61,7 +61,7 @@ def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float, num_r
     appear several times are summed first (the gradient w.r.t. the table row,
     as in the original APR code) and normalised per row. Under a
     `tf.distribute` strategy the sum runs over the global batch, every
-    replica's rows (`distribute.sum_rows_over_global_batch`); num_rows, the
+    replica's rows (`replica.sum_rows_over_global_batch`); num_rows, the
     table's row count, makes that sum faster (`sparse.sum_repeated_rows`).
     Returns [B, d], each row of L2 norm `eps` (0 where the gradient is 0).
     """

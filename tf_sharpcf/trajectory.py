@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpcf.distribute import replica_context, gather_across_replicas
+from tf_sharpcf.replica import replica_context, gather_across_replicas
 from tf_sharpcf.sparse import gather_rows
 
 
