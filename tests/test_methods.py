@@ -21,8 +21,8 @@ class MarginBPR(Objective):
     log_names = Objective.log_names + ("margin_violations",)
     margin = 0.5
 
-    def __call__(self, model, element_ids, users, pos_items, neg_items):
-        eu, ei, ej = model.embed(users, pos_items, neg_items)
+    def __call__(self, step):
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
         pos, neg = dot(eu, ei), dot(eu, ej)
         bpr = bpr_loss(pos - self.margin, neg)
         reg = self.l2 * l2_penalty(eu, ei, ej)

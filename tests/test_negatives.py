@@ -7,7 +7,7 @@ import tensorflow as tf
 from tf_sharpcf.datasets import load_lightgcn
 from tf_sharpcf.input_pipeline import NegativeSampler, chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.objectives import APR, BPR, Objective, adversarial_perturbation
+from tf_sharpcf.objectives import APR, BPR, Objective, StepInputs, adversarial_perturbation
 from tf_sharpcf.optimizers import make_optimizer
 
 
@@ -45,9 +45,8 @@ def _dot(a, b):
 
 
 class LegacyBPR(Objective):
-    def __call__(self, model, element_ids, users, pos_items, neg_items):
-        eu, ei, ej = (tf.gather(model.user_embedding, users), tf.gather(model.item_embedding, pos_items),
-                      tf.gather(model.item_embedding, neg_items))
+    def __call__(self, step):
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
         bpr = _legacy_bpr(_dot(eu, ei), _dot(eu, ej))
         reg = self.l2 * _legacy_l2([eu, ei, ej])
         return bpr + reg, {"loss": bpr + reg, "bpr_loss": bpr, "reg_loss": reg}
@@ -61,16 +60,16 @@ class LegacyAPR(Objective):
         super().__init__(l2=l2)
         self.eps, self.adv_weight = eps, adv_weight
 
-    def __call__(self, model, element_ids, users, pos_items, neg_items):
-        eu, ei, ej = (tf.gather(model.user_embedding, users), tf.gather(model.item_embedding, pos_items),
-                      tf.gather(model.item_embedding, neg_items))
+    def __call__(self, step):
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
+        users, pos_items, neg_items = step.users, step.pos_items, step.neg_items
         with tf.GradientTape() as inner:
             inner.watch([eu, ei, ej])
             bpr = _legacy_bpr(_dot(eu, ei), _dot(eu, ej))
         gu, gi, gj = inner.gradient(bpr, [eu, ei, ej])
-        du = adversarial_perturbation(gu, users, self.eps, model.num_users)
+        du = adversarial_perturbation(gu, users, self.eps, step.num_users)
         d_items = adversarial_perturbation(tf.concat([gi, gj], 0), tf.concat([pos_items, neg_items], 0),
-                                           self.eps, model.num_items)
+                                           self.eps, step.num_items)
         di, dj = tf.split(d_items, 2, axis=0)
         adv = _legacy_bpr(_dot(eu + du, ei + di), _dot(eu + du, ej + dj))
         reg = self.l2 * _legacy_l2([eu, ei, ej])
@@ -155,14 +154,10 @@ def test_apr_with_k_negatives_perturbs_user_positive_and_every_negative_row():
     di, dj = d_items[:batch], d_items[batch:].reshape(batch, k, dim)
     want_adv = loss_np(eu + du, ei + di, ej + dj)
 
-    class Model:
-        pass
-
-    model = Model()
-    model.num_users, model.num_items = num_users, num_items
     ut, it = tf.constant(users_emb, tf.float32), tf.constant(items_emb, tf.float32)
-    model.embed = lambda u, p, n: (tf.gather(ut, u), tf.gather(it, p), tf.gather(it, n))
-    _, logs = APR(eps=eps, adv_weight=1.0)(model, None, tf.constant(users), tf.constant(pos), tf.constant(neg))
+    step = StepInputs(None, tf.constant(users), tf.constant(pos), tf.constant(neg), tf.gather(ut, users),
+                      tf.gather(it, pos), tf.gather(it, neg), tf.constant(0, tf.int64), num_users, num_items)
+    _, logs = APR(eps=eps, adv_weight=1.0)(step)
     assert float(logs["bpr_loss"]) == pytest.approx(loss_np(eu, ei, ej), rel=1e-5)
     assert float(logs["adversarial_loss"]) == pytest.approx(want_adv, rel=1e-5)
     # the adversarial loss is larger than the clean one: Δ points uphill

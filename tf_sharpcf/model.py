@@ -11,7 +11,7 @@ from typing import Optional
 import tensorflow as tf
 
 from tf_sharpcf.replica import global_batch_share, sum_across_replicas
-from tf_sharpcf.objectives import Objective
+from tf_sharpcf.objectives import Objective, StepInputs
 from tf_sharpcf.optimizers import row_kernel_usable
 from tf_sharpcf.sparse import gather_rows
 
@@ -165,7 +165,9 @@ class MatrixFactorization(tf.keras.Model):
         """-> (logs, gradients of the loss w.r.t. `trainable_variables`)."""
         element_ids, users, pos_items, neg_items = batch
         with tf.GradientTape() as tape:
-            loss, logs = self._objective(self, element_ids, users, pos_items, neg_items)
+            eu, ei, ej = self.embed(users, pos_items, neg_items)
+            loss, logs = self._objective(StepInputs(element_ids, users, pos_items, neg_items, eu, ei, ej,
+                                                    self.epoch, self.num_users, self.num_items))
             share = global_batch_share(users)
             if share is not None:
                 # A replica can get no row of an epoch's short batch: its means

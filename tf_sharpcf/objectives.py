@@ -1,16 +1,16 @@
 """Training objectives: pure tensor functions and the objects built from them.
 
 An objective is called by `MatrixFactorization.train_step` inside its tape as
-`objective(model, element_ids, users, pos_items, neg_items) -> (loss, logs)`
-(element_ids, users, pos_items: [B]; neg_items: [B, K], K negatives per
-positive). `model.embed` gathers K = 1 as [B, d] rows, so that the loss, its
-gradients and the optimizer see the one-negative graph of old, bit for bit.
-and names the log entries it returns in `log_names`. `warmup()` gives the
-objective to use for the first `E_start` epochs.
+`objective(step) -> (loss, logs)`, with `step` a `StepInputs`: the batch's
+ids, its gathered embedding rows, the epoch and the table sizes; it never sees
+the model. `MatrixFactorization.embed` gathers K = 1 as [B, d] rows, so that
+the loss, its gradients and the optimizer see the one-negative graph of old,
+bit for bit. An objective names the log entries it returns in `log_names`;
+`warmup()` gives the objective to use for the first `E_start` epochs.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, NamedTuple, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -18,6 +18,20 @@ from tf_sharpcf.replica import sum_rows_over_global_batch
 from tf_sharpcf.trajectory import TrajectoryTable
 
 Logs = Dict[str, tf.Tensor]
+
+
+class StepInputs(NamedTuple):
+    """What an objective gets for one batch (B rows, K negatives, d dims)."""
+    element_ids: tf.Tensor      # [B] int32: rows of the canonical training table
+    users: tf.Tensor            # [B] int32
+    pos_items: tf.Tensor        # [B] int32
+    neg_items: tf.Tensor        # [B, K] int32
+    user_emb: tf.Tensor         # [B, d] float32, gathered inside the tape
+    pos_emb: tf.Tensor          # [B, d]
+    neg_emb: tf.Tensor          # [B, K, d]; [B, d] when K = 1
+    epoch: tf.Tensor            # scalar int64 (0-based), read in the graph
+    num_users: int              # table sizes (APR's repeated-row sums)
+    num_items: int
 
 
 # ---------------------------------------------------------------------------
@@ -103,17 +117,17 @@ class Objective(tf.Module):
     def warmup(self) -> "Objective":
         return self
 
-    def __call__(self, model, element_ids, users, pos_items, neg_items) -> Tuple[tf.Tensor, Logs]:
-        eu, ei, ej = model.embed(users, pos_items, neg_items)
+    def __call__(self, step: StepInputs) -> Tuple[tf.Tensor, Logs]:
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
         pos, neg = dot(eu, ei), dot(eu, ej)
         bpr = bpr_loss(pos, neg)
         reg = self.l2 * l2_penalty(eu, ei, ej)
-        extra, logs = self.extra_loss(model, element_ids, users, pos_items, neg_items,
-                                      (eu, ei, ej), (pos, neg), bpr)
+        extra, logs = self.extra_loss(step, (pos, neg), bpr)
         loss = bpr + reg + extra
         return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, **logs}
 
-    def extra_loss(self, model, element_ids, users, pos_items, neg_items, embeddings, scores, bpr):
+    def extra_loss(self, step: StepInputs, scores, bpr):
+        """scores: ([B] positive, [B, K] or [B] negative scores) -> (term, its logs)."""
         return tf.constant(0.0), {}
 
 
@@ -142,18 +156,19 @@ class APR(Objective):
     def warmup(self) -> Objective:
         return BPR(l2=self.l2)
 
-    def __call__(self, model, element_ids, users, pos_items, neg_items):
-        eu, ei, ej = model.embed(users, pos_items, neg_items)
+    def __call__(self, step: StepInputs):
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
+        users, pos_items, neg_items = step.users, step.pos_items, step.neg_items
         with tf.GradientTape() as inner:
             inner.watch([eu, ei, ej])
             bpr = bpr_loss(dot(eu, ei), dot(eu, ej))
         gu, gi, gj = inner.gradient(bpr, [eu, ei, ej])
-        du = adversarial_perturbation(gu, users, self.eps, model.num_users)
+        du = adversarial_perturbation(gu, users, self.eps, step.num_users)
         # The positive rows and all B·K negative rows, one item-table gradient.
         batch, dim = tf.shape(ei)[0], tf.shape(ei)[1]
         d_items = adversarial_perturbation(tf.concat([gi, tf.reshape(gj, [-1, dim])], 0),
                                            tf.concat([pos_items, tf.reshape(neg_items, [-1])], 0),
-                                           self.eps, model.num_items)
+                                           self.eps, step.num_items)
         di, dj = d_items[:batch], tf.reshape(d_items[batch:], tf.shape(ej))
         adv = bpr_loss(dot(eu + du, ei + di), dot(eu + du, ej + dj))
         reg = self.l2 * l2_penalty(eu, ei, ej)
@@ -179,11 +194,11 @@ class SharpCF(Objective):
         self.lam = float(lam)
         self.warmup_epochs = int(warmup_epochs)
 
-    def extra_loss(self, model, element_ids, users, pos_items, neg_items, embeddings, scores, bpr):
+    def extra_loss(self, step: StepInputs, scores, bpr):
         pos = scores[0]
-        epoch = model.epoch
+        epoch = step.epoch
         # One gather and one scatter on the table: the old slot out, `pos` in.
-        old, write = self.table.exchange(element_ids, pos, epoch)
+        old, write = self.table.exchange(step.element_ids, pos, epoch)
         active = tf.logical_and(epoch >= self.warmup_epochs, self.table.is_filled(epoch))
         traj = trajectory_loss(pos, old)
         with tf.control_dependencies([write]):
