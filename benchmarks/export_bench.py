@@ -30,7 +30,7 @@ import numpy as np
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch before TensorFlow is imported)
 import tensorflow as tf  # noqa: E402
 
-from tf_sharpcf import export
+from tf_sharpcf import export, run_dir
 from tf_sharpcf.datasets import load_dataset
 
 
@@ -67,9 +67,9 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     if args.run:
-        config = export.load_config(Path(args.run))
+        config = run_dir.load_config(Path(args.run))
         data = load_dataset(config.data.dataset, args.data_dir or config.data.data_dir, allow_download=False)
-        users, items = export.load_embeddings(Path(args.run))
+        users, items = run_dir.load_embeddings(Path(args.run))
         source = f"run {args.run}"
     else:
         data = load_dataset(args.dataset, args.data_dir, allow_download=False)

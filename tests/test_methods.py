@@ -75,3 +75,16 @@ def test_a_registered_toy_objective_trains_logs_and_is_searched(margin_method, t
     trials = list(csv.DictReader(open(tmp_path / "tuning" / "tiny-bpr-margin" / "trials.csv")))
     assert len(trials) == 2 and all(r["status"] == "COMPLETED" for r in trials)
     assert {"lr", "l2"} <= set(trials[0]) and "lambda" not in trials[0]     # its parameters only
+
+
+def test_only_bpr_and_warm_start_methods_branch_from_the_shared_warm_up(margin_method):
+    from tf_sharpcf import warmup
+    for method, branches in (("bpr", True), ("apr", True), ("sharpcf", True), ("bpr-margin", False)):
+        config = Config().replace(train={"method": method, "epochs": 400, "warmup_epochs": 200})
+        assert warmup.can_branch(config) == branches, method
+
+
+def test_the_removed_start_keywords_name_their_replacement(tiny_folder, tmp_path):
+    from tf_sharpcf.train import train_and_evaluate
+    with pytest.raises(TypeError, match="init_checkpoint, start_epoch replaced by start=Start"):
+        train_and_evaluate(Config(), tmp_path / "run", init_checkpoint=tmp_path, start_epoch=3)

@@ -5,8 +5,9 @@ figures, the `TrainConfig` fields that only it reads (its hyper-parameters),
 what its objective logs beyond BPR's, whether it starts from a shared BPR
 warm-up, and, where it has one, which logged term is not yet in the loss.
 `config` (the `--method` choices), `fit`, `train` (history columns, inactive
-terms, epoch timing), `objectives.make_objective`, `search_space`, `tuning`,
-`warmup`, `pipeline` and `plots` read it; registering a `Method` is all a new
+terms, epoch timing), `objectives.make_objective`, `search_space`,
+`warm_starts` (the tuner's), `warmup` and `pipeline` (the runner's) and
+`plots` read it; registering a `Method` is all a new
 objective needs to appear in `fit --method`, `history.csv`, TensorBoard and
 `tune`.
 
@@ -19,6 +20,7 @@ import dataclasses
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
+WARMUP_METHOD = "bpr"      # what every warm_start method trains for its first warmup_epochs epochs
 
 
 @dataclasses.dataclass(frozen=True)

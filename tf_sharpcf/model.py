@@ -154,7 +154,7 @@ class MatrixFactorization(tf.keras.Model):
         On R > 1 replicas the objective's batch mean over this replica's b_r
         rows is scaled by b_r / B, so the optimizer's all-reduce SUM of the
         gradients is the gradient of the global batch mean; the logs are
-        combined the same way (`distribute.py`).
+        combined the same way (`replica.py`).
         """
         compute = self._xla_gradients or self.loss_and_gradients
         logs, grads = compute(batch)

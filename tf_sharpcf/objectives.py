@@ -10,7 +10,7 @@ bit for bit. An objective names the log entries it returns in `log_names`;
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Sequence, Tuple
+from typing import Dict, NamedTuple, Tuple
 
 import tensorflow as tf
 

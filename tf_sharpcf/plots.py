@@ -26,6 +26,7 @@ from tf_sharpcf.datasets import Interactions, load_dataset
 from tf_sharpcf.errors import DataError
 from tf_sharpcf.evaluation import Evaluator, degree_groups
 
+
 def _warm_starts(method: str) -> bool:
     return method in methods.names() and methods.get(method).warm_start
 
@@ -36,6 +37,8 @@ def _label(method: str) -> str:
 
 def _color(method: str) -> Optional[str]:
     return methods.get(method).color if method in methods.names() else None
+
+
 PARAM_NAMES = {"lam": ("λ", "λ (weight of the trajectory loss)"), "window": ("E", "E (epoch window)")}
 
 
@@ -178,7 +181,7 @@ def plot_curves(table: pd.DataFrame, out, metric: str = "recall@20") -> Path:
         colors = _colors(t)
         for label, c in t.groupby("label", sort=False):
             ax.plot(c["epoch"], c[metric], marker="o", label=label, color=colors[label])
-        for w in sorted(set(t.loc[t["method"] != "bpr", "warmup_epochs"]) or set(t["warmup_epochs"])):
+        for w in sorted(set(t.loc[t["method"].map(_warm_starts), "warmup_epochs"]) or set(t["warmup_epochs"])):
             ax.axvline(w, color="grey", linestyle="--", linewidth=1, label=f"end of warm-up (epoch {w})")
         ax.set_title(f"{dataset}: training curves")
         ax.set_xlabel("epoch")

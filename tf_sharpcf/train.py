@@ -50,8 +50,6 @@ def history_columns() -> Tuple[str, ...]:
     return (*known, *(n for n in logs if n not in known), "seconds")
 
 
-HISTORY_COLUMNS = history_columns()     # the paper's three methods
-
 
 def load_data(config: Config) -> Interactions:
     return load_dataset(config.data.dataset, config.data.data_dir, config.data.download)
@@ -147,7 +145,7 @@ class Start:
 
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
                        verbose: int = 1, start: Start = Start(),
-                       callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> Dict:
+                       callbacks: Sequence[tf.keras.callbacks.Callback] = (), **removed) -> Dict:
     """Trains `config` and writes the run into `workdir` (created if missing).
 
     verbose: 0 prints nothing; 1 the run's progress (`callbacks.Progress`: a
@@ -160,6 +158,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
 
     callbacks: extra Keras callbacks, called after the run's own.
     """
+    if removed:
+        raise TypeError(f"train_and_evaluate: {', '.join(sorted(removed))} replaced by start=Start.resuming() "
+                        "or start=Start.branch(checkpoint, epoch)")
     config.validate()
     resume, start_epoch = start.resume, start.epoch
     data = data if data is not None else load_data(config)

@@ -8,16 +8,10 @@ maximised) and NDCG@20 on the held-out part. No trial sees the test set; only
 the final retrain of the best configuration, on the full training data, is
 evaluated on it.
 
-Shared warm start (`warm_starts.py`). Epochs [0, E_start) of an APR or SharpCF run are plain BPR:
-they depend on the data, dim, init_std, lr, L2, optimizer, batch size, seed
-and E_start, never on λ, E, ρ or α. They are trained once per such key, cached
-in `<directory>/warmup/<key>/`, and every trial restores that model and
-optimizer state and trains epochs [E_start, epochs) only. For SharpCF the
-warm-up also records its last W = max(7, largest E searched) epochs of scores
-in a window-W table (slot e mod W). A trial with window E gets the table whose
-slot e mod E holds the warm-up's epoch-e scores for e in [E_start − E,
-E_start): the table a `fit` run with window E holds after epoch E_start. So a
-trial computes exactly what `fit` computes from scratch, minus the warm-up.
+Shared warm start: epochs [0, E_start) of an APR or SharpCF trial are
+trained once per key and restored by every trial (`warm_starts.py` says what
+the key holds and how SharpCF's table is re-slotted), so a trial computes
+exactly what `fit` computes from scratch, minus the warm-up.
 
 Files:
 

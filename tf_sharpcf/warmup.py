@@ -43,9 +43,12 @@ def sharing_key(config: Config) -> Config:
 
 
 def can_branch(config: Config) -> bool:
-    """True when `config` trains a warm-up of its own before its method's epochs."""
+    """True when `config`'s first E_start epochs are the shared BPR warm-up:
+    a method that starts from one (`methods.Method.warm_start`), or BPR
+    itself, with a warm-up shorter than the run."""
     t = config.train
-    return 0 < t.warmup_epochs < t.epochs
+    method = methods.get(t.method)
+    return (method.warm_start or method.name == methods.WARMUP_METHOD) and 0 < t.warmup_epochs < t.epochs
 
 
 def warmup_config(configs: Sequence[Config]) -> Config:
