@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -139,18 +138,9 @@ def single(args) -> dict:
     return {"steps_per_second": rate, "peak_mb": peak_mb(), "row_kernel": model.row_kernel}
 
 
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def cluster_run(args, workers: int, ps: int = 2) -> dict:
-    ports = iter(_ports(1 + workers + ps))
+    from tf_sharpcf.parameter_server import free_local_ports, wait_listening
+    ports = iter(free_local_ports(1 + workers + ps))
     cluster = {"chief": [f"127.0.0.1:{next(ports)}"], "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
                "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}
 
@@ -164,15 +154,7 @@ def cluster_run(args, workers: int, ps: int = 2) -> dict:
                for kind in ("ps", "worker") for i in range(len(cluster[kind]))}
     try:
         for (kind, i), proc in servers.items():
-            host, port = cluster[kind][i].split(":")
-            while True:
-                try:
-                    socket.create_connection((host, int(port)), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"{kind} {i} exited")
-                    time.sleep(0.2)
+            wait_listening(cluster[kind][i], proc, timeout_s=600)
         out = _child(args, "coordinator", env("chief", 0))
         out["ps_rss_mb"] = {f"/job:ps/replica:0/task:{i}": rss_mb(servers["ps", i].pid) for i in range(ps)}
         out["worker_rss_mb"] = [rss_mb(servers["worker", i].pid) for i in range(workers)]

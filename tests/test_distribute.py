@@ -20,7 +20,6 @@ import csv
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import tf_sharpcf  # noqa: E402,F401  (Keras-2 switch before TensorFlow)
 from conftest import write_lightgcn  # noqa: E402
+from tf_sharpcf.parameter_server import free_local_ports  # noqa: E402
 
 METHODS = ("bpr", "apr", "sharpcf")
 # Batches per call on 2 replicas: SharpCF goes through Keras' multi-step loop
@@ -183,21 +183,11 @@ def child(mode: str, out_dir: Path, folder: Path) -> None:
         assert main(fit_args(folder, out_dir / "fit", mode)) == 0
 
 
-def free_ports(n: int):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def start_children(mode: str, tmp_path: Path, folder: Path, workers: int):
     """-> [(output folder, process)]; each child's output goes to its log.txt."""
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
     if workers > 1:
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(workers)]}
     runs = []
     for i in range(workers):
         out = tmp_path / f"{mode}-{i}"

@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,21 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER_LIFETIME_S = 3600     # a bound; they exit with this process first
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class LocalCluster:
     """chief (the caller), `workers` worker and `ps` parameter-server processes."""
 
     def __init__(self, folder: Path, workers: int = 2, ps: int = 2):
-        ports = iter(_free_ports(1 + workers + ps))
+        ports = iter(parameter_server.free_local_ports(1 + workers + ps))
         self.cluster = {"chief": [f"127.0.0.1:{next(ports)}"],
                         "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
                         "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}
@@ -68,7 +57,7 @@ class LocalCluster:
                 self.start(kind, index)
         for kind in ("ps", "worker"):
             for index, address in enumerate(self.cluster[kind]):
-                _wait_listening(address, self.procs[kind, index])
+                parameter_server.wait_listening(address, self.procs[kind, index])
         return self
 
     def kill(self, kind: str, index: int) -> None:
@@ -79,19 +68,6 @@ class LocalCluster:
     def stop(self) -> None:
         for key in list(self.procs):
             self.kill(*key)
-
-
-def _wait_listening(address: str, proc, timeout_s: float = 120) -> None:
-    host, port = address.split(":")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server for {address} exited with {proc.returncode}"
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"no server listening at {address} after {timeout_s} s")
 
 
 # ---------------------------------------------------------------------------
@@ -139,7 +115,7 @@ def test_a_server_exits_when_its_parent_is_gone(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid",
                                str(sleeper.pid)], env=env, stderr=subprocess.DEVNULL)
     try:
-        _wait_listening(cluster.cluster["ps"][0], server)
+        parameter_server.wait_listening(cluster.cluster["ps"][0], server)
         sleeper.kill()
         sleeper.wait()
         assert server.wait(timeout=60) == 0

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -241,6 +242,35 @@ class ScheduledSteps(tf.keras.callbacks.Callback):
 def dummy_input() -> tf.keras.utils.experimental.DatasetCreator:
     """What `fit` iterates under the coordinator; `ScheduledSteps` ignores it."""
     return tf.keras.utils.experimental.DatasetCreator(lambda _context: tf.data.Dataset.from_tensors(0).repeat())
+
+
+def free_local_ports(n: int):
+    """n distinct free TCP ports on 127.0.0.1, for a cluster of local processes
+    (tests, benchmarks). All are bound at once so that they differ."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_listening(address: str, proc=None, timeout_s: float = 120) -> None:
+    """Returns once a server accepts connections at `address` ("host:port");
+    RuntimeError if `proc` (its process, if given) exits first, TimeoutError
+    after `timeout_s`."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server for {address} exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"no server listening at {address} after {timeout_s} s")
 
 
 def is_server_loss(err: BaseException) -> bool:
