@@ -24,13 +24,13 @@ from pathlib import Path
 import tf_sharpcf  # noqa: F401
 
 from benchmarks.common import add_data_flags, compiled_model
-from tf_sharpcf import checkpointing
-from tf_sharpcf.callbacks import EpochCounter, EpochTimer
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.training import checkpointing
+from tf_sharpcf.training.callbacks import EpochCounter, EpochTimer
+from tf_sharpcf.data.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.optimizers import make_optimizer
-from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK
-from tf_sharpcf.trajectory import TrajectoryTable
+from tf_sharpcf.optim.optimizers import make_optimizer
+from tf_sharpcf.training.train import DEFAULT_BATCHES_PER_CHUNK
+from tf_sharpcf.objectives.trajectory import TrajectoryTable
 
 GOWALLA = {"num_users": 29_858, "num_items": 40_981, "num_train": 810_128}
 
@@ -44,7 +44,7 @@ def synthetic_state(dim: int, window: int):
 
 
 def trained_state(args):
-    from tf_sharpcf.datasets import load_dataset
+    from tf_sharpcf.data.registry import load_dataset
     data = load_dataset(args.dataset, args.data_dir, False)
     model, config = compiled_model(data, "sharpcf", args.dim, window=args.window)
     optimizer = model.optimizer

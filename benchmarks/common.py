@@ -7,7 +7,7 @@ from typing import Optional
 import tensorflow as tf
 
 from tf_sharpcf.config import Config
-from tf_sharpcf.train import build_model
+from tf_sharpcf.training.train import build_model
 
 
 def add_data_flags(p: argparse.ArgumentParser, dataset: Optional[str] = "gowalla", dim: int = 128,

@@ -27,12 +27,12 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import add_data_flags, compiled_model
-from tf_sharpcf.callbacks import EpochCounter, EpochTimer
+from tf_sharpcf.training.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
-from tf_sharpcf.datasets import load_dataset
-from tf_sharpcf.evaluation import Evaluator
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
-from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK
+from tf_sharpcf.data.registry import load_dataset
+from tf_sharpcf.evaluation.ranking import Evaluator
+from tf_sharpcf.data.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.training.train import DEFAULT_BATCHES_PER_CHUNK
 
 
 def build(data, method: str, args, row_kernel=None, negatives=None):

@@ -3,7 +3,7 @@
     python -m benchmarks.export_bench --run runs/gowalla --data-dir ../shared/data
     python -m benchmarks.export_bench --data-dir ../shared/data   # random embeddings, Gowalla's shape
 
-Trains nothing. Builds both retrievers with `tf_sharpcf.export` (seen items
+Trains nothing. Builds both retrievers with `tf_sharpcf.serving.retriever` (seen items
 excluded, as exported), saves them as SavedModels into a temporary folder and
 loads them back, as a server would. Prints
 
@@ -30,8 +30,9 @@ import numpy as np
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch before TensorFlow is imported)
 import tensorflow as tf  # noqa: E402
 
-from tf_sharpcf import export, run_dir
-from tf_sharpcf.datasets import load_dataset
+from tf_sharpcf.serving import layout, retriever as retrievers
+from tf_sharpcf.training import run_dir
+from tf_sharpcf.data.registry import load_dataset
 
 
 def median_ms(fn, batch, calls: int) -> float:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         source = f"random normal embeddings, dim {args.dim}"
     print(f"{data.describe()}; {source}; k={args.k}")
 
-    api_users = np.asarray(export.api_ids(data.user_ids, data.num_users), dtype=object)
+    api_users = np.asarray(retrievers.api_ids(data.user_ids, data.num_users), dtype=object)
     eval_users = api_users[rng.choice(data.num_users, min(args.eval_users, data.num_users), replace=False)]
     batch_1 = tf.constant(eval_users[:1])
     batch_256 = tf.constant(eval_users[:256])
@@ -87,9 +88,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         def build_and_load(index, name, scann=None):
             start = time.perf_counter()
-            retriever = export.build_retriever(data, users, items, index, args.k, scann=scann)
+            retriever = retrievers.build_retriever(data, users, items, index, args.k, scann=scann)
             built = time.perf_counter() - start
-            path = export.save_retriever(retriever, Path(tmp), name)
+            path = layout.save_retriever(retriever, Path(tmp), name)
             if index == "scann":
                 import scann  # noqa: F401  (registers the ops for loading)
             fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         rows = [{"index": "brute-force", "build_s": round(bf_build, 1), "recall": 1.0,
                  **{f"ms@{b}": median_ms(bf, x, calls[b]) for b, x in (("1", batch_1), ("256", batch_256))}}]
         for search in args.leaves_to_search:
-            settings = export.ScannSettings(num_leaves=args.num_leaves, num_leaves_to_search=search,
+            settings = retrievers.ScannSettings(num_leaves=args.num_leaves, num_leaves_to_search=search,
                                             num_reordering_candidates=args.reorder)
             resolved = settings.resolve(data.num_items, retrieve_max)
             fn, build, _ = build_and_load("scann", f"scann{search}", settings)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def synthetic(users: int, items: int, interactions: int, seed: int = 0):
     """Interactions with Zipf-like item popularity, duplicates removed."""
     import numpy as np
-    from tf_sharpcf.datasets import Interactions
+    from tf_sharpcf.data.interactions import Interactions
     rng = np.random.default_rng(seed)
     u = rng.integers(0, users, interactions, dtype=np.int64)
     i = np.minimum((rng.pareto(1.2, interactions) * items / 50).astype(np.int64), items - 1)
@@ -81,11 +81,12 @@ def coordinator(args) -> dict:
     """This process is the chief of the cluster in TF_CONFIG."""
     import tf_sharpcf  # noqa: F401
     import tensorflow as tf
-    from tf_sharpcf import distribute, parameter_server
-    from tf_sharpcf.train import build_model
+    from tf_sharpcf.distribute import parameter_server
+    from tf_sharpcf.distribute.strategy import make_strategy
+    from tf_sharpcf.training.train import build_model
     data = synthetic(args.users, args.items, args.interactions)
     config = config_for(args, "parameter-server")
-    strategy = distribute.make_strategy("parameter-server")
+    strategy = make_strategy("parameter-server")
     with strategy.scope():
         model, objective, optimizer = build_model(config, data, retry_safe=True)
         batches = parameter_server.ShardedBatches(data, args.batch_size, 0, args.negatives)
@@ -119,8 +120,8 @@ def single(args) -> dict:
     """The same data and step on one process, default strategy, as `fit` runs it."""
     import tf_sharpcf  # noqa: F401
     import tensorflow as tf
-    from tf_sharpcf.input_pipeline import training_dataset
-    from tf_sharpcf.train import build_model
+    from tf_sharpcf.data.input_pipeline import training_dataset
+    from tf_sharpcf.training.train import build_model
     data = synthetic(args.users, args.items, args.interactions)
     config = config_for(args, "default")
     model, objective, optimizer = build_model(config, data)
@@ -139,7 +140,7 @@ def single(args) -> dict:
 
 
 def cluster_run(args, workers: int, ps: int = 2) -> dict:
-    from tf_sharpcf.parameter_server import free_local_ports, wait_listening
+    from tf_sharpcf.distribute.cluster import free_local_ports, wait_listening
     ports = iter(free_local_ports(1 + workers + ps))
     cluster = {"chief": [f"127.0.0.1:{next(ports)}"], "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
                "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}

@@ -22,10 +22,10 @@ import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
 from benchmarks.common import add_data_flags, compiled_model
-from tf_sharpcf import kernels
+from tf_sharpcf.optim import kernels
 from tf_sharpcf.config import Config
-from tf_sharpcf.datasets import load_dataset
-from tf_sharpcf.input_pipeline import training_dataset
+from tf_sharpcf.data.registry import load_dataset
+from tf_sharpcf.data.input_pipeline import training_dataset
 
 
 def step_function(data, method: str, row_kernel, args):

@@ -23,9 +23,9 @@ import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
 from benchmarks.common import add_data_flags
-from tf_sharpcf.callbacks import EpochCounter
+from tf_sharpcf.training.callbacks import EpochCounter
 from tf_sharpcf.config import Config
-from tf_sharpcf.train import DEFAULT_BATCHES_PER_CHUNK, build_model
+from tf_sharpcf.training.train import DEFAULT_BATCHES_PER_CHUNK, build_model
 
 GOWALLA = {"num_users": 29_858, "num_items": 40_981, "num_train": 810_128}
 
@@ -56,7 +56,7 @@ def main():
     config = Config().replace(model={"dim": args.dim},
                               train={"method": "sharpcf", "warmup_epochs": 0, "window": args.window})
     if args.dataset:
-        from tf_sharpcf.datasets import load_dataset
+        from tf_sharpcf.data.registry import load_dataset
         data = load_dataset(args.dataset, args.data_dir, False)
     else:
         data = Sizes(*(args.scale * GOWALLA[k] for k in ("num_users", "num_items", "num_train")))
@@ -85,7 +85,7 @@ def main():
         "rss_gain_building_mb": round(built - before, 1),
     }
     if args.dataset:
-        from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+        from tf_sharpcf.data.input_pipeline import chunks_per_epoch, training_dataset
         model.set_objective(objective)
         model.compile(optimizer=optimizer, jit_compile=True)
         k, b = DEFAULT_BATCHES_PER_CHUNK, config.train.batch_size

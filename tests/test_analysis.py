@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 
 from conftest import write_lightgcn
-from tf_sharpcf import analyze, landscape, plots
+from tf_sharpcf.cli import analyze
+from tf_sharpcf.analysis import landscape, runs as runs_lib
 from tf_sharpcf.config import Config
-from tf_sharpcf.datasets import load_dataset
-from tf_sharpcf.objectives import bpr_loss, dot
+from tf_sharpcf.data.registry import load_dataset
+from tf_sharpcf.objectives.base import bpr_loss, dot
 
 # Two users, three items, dim 2.
 USERS = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
@@ -174,9 +175,9 @@ def test_plot_commands_write_a_png_and_its_csv(fake_runs, tmp_path, command):
 
 
 def test_sensitivity_marks_tuner_trials_as_validation(fake_runs):
-    from tf_sharpcf import plots
+    from tf_sharpcf.analysis import plots
     (fake_runs[0] / "trial.json").write_text("{}")          # keras-tuner's file in a trial folder
-    table = plots.sensitivity_table(plots.load_runs(fake_runs), "lam")
+    table = plots.sensitivity_table(runs_lib.load_runs(fake_runs), "lam")
     assert dict(zip(table["run"], table["split"])) == {str(fake_runs[0]): "validation", str(fake_runs[1]): "test"}
 
 
@@ -189,6 +190,6 @@ def test_a_saved_model_from_inside_the_warm_up_is_labelled_as_bpr(fake_runs):
     metrics = json.loads((fake_runs[1] / "metrics.json").read_text())
     metrics["best"]["epoch"] = 2  # warm-up is epochs 1..2
     (fake_runs[1] / "metrics.json").write_text(json.dumps(metrics))
-    bpr, sharp = plots.load_runs(fake_runs)
+    bpr, sharp = runs_lib.load_runs(fake_runs)
     assert bpr.model_label == "BPR (epoch 6)"
     assert sharp.model_label == "SharpCF (epoch 2: still the BPR warm-up model)"

@@ -3,7 +3,7 @@ their tables (the figures themselves are not asserted: they live in README)."""
 import json
 
 from benchmarks import epoch_time, step_time
-from tf_sharpcf import kernels
+from tf_sharpcf.optim import kernels
 
 
 def test_epoch_time_prints_ratios_and_writes_json(tiny_folder, tmp_path, capsys):

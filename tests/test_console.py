@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tf_sharpcf.callbacks import Progress
-from tf_sharpcf.fit import main
+from tf_sharpcf.training.progress import Progress
+from tf_sharpcf.cli.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

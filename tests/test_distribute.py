@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import tf_sharpcf  # noqa: E402,F401  (Keras-2 switch before TensorFlow)
 from conftest import write_lightgcn  # noqa: E402
-from tf_sharpcf.parameter_server import free_local_ports  # noqa: E402
+from tf_sharpcf.distribute.cluster import free_local_ports  # noqa: E402
 
 METHODS = ("bpr", "apr", "sharpcf")
 # Batches per call on 2 replicas: SharpCF goes through Keras' multi-step loop
@@ -53,7 +53,7 @@ CHILD_TIMEOUT_S = 300
 
 def test_replica_slices_cut_a_batch_into_contiguous_parts_in_replica_order():
     import tensorflow as tf
-    from tf_sharpcf.distribute import replica_slice
+    from tf_sharpcf.distribute.inputs import replica_slice
     ids = tf.range(5)
     # B = 5, R = 2: rows [⌊0·5/2⌋, ⌊1·5/2⌋) = [0, 2) and [2, 5)
     parts = [replica_slice((ids,), r, 2)[0].numpy().tolist() for r in range(2)]
@@ -63,7 +63,7 @@ def test_replica_slices_cut_a_batch_into_contiguous_parts_in_replica_order():
 
 
 def test_steps_per_execution_puts_the_short_batch_in_a_call_of_its_own():
-    from tf_sharpcf.distribute import steps_per_execution
+    from tf_sharpcf.distribute.inputs import steps_per_execution
     assert steps_per_execution(128, 810128, 8192) == 98     # Gowalla: 98 full batches + 1 short
     assert steps_per_execution(8, 175, 32) == 5              # 5 full + 15 rows: 5 | 5
     assert steps_per_execution(4, 175, 32) == 1              # 4 does not divide 5
@@ -73,9 +73,8 @@ def test_steps_per_execution_puts_the_short_batch_in_a_call_of_its_own():
 
 def test_replica_helpers_are_the_identity_on_one_device():
     import tensorflow as tf
-    from tf_sharpcf.distribute import (gather_across_replicas, global_batch_share,
-                                       sum_rows_over_global_batch)
-    from tf_sharpcf.sparse import sum_repeated_rows
+    from tf_sharpcf.distribute.replica import (gather_across_replicas, global_batch_share, sum_rows_over_global_batch)
+    from tf_sharpcf.optim.sparse import sum_repeated_rows
     grads, ids = tf.constant([[1.0, 0.0], [2.0, 1.0], [0.5, 0.5]]), tf.constant([4, 7, 4])
     assert global_batch_share(ids) is None
     out = gather_across_replicas(ids, grads)
@@ -114,13 +113,15 @@ NEGATIVES = {"bpr": 1, "apr": 3, "sharpcf": 2}
 def train_run(folder: Path, method: str, strategy) -> dict:
     """Trains `method` under `strategy` through `fit_input`; -> numpy arrays."""
     import tensorflow as tf
-    from tf_sharpcf.callbacks import EpochCounter
-    from tf_sharpcf.datasets import load_lightgcn
-    from tf_sharpcf.distribute import fit_input
+    from tf_sharpcf.training.callbacks import EpochCounter
+    from tf_sharpcf.data.readers import load_lightgcn
+    from tf_sharpcf.distribute.inputs import fit_input
     from tf_sharpcf.model import MatrixFactorization
-    from tf_sharpcf.objectives import APR, BPR, SharpCF
-    from tf_sharpcf.optimizers import make_optimizer
-    from tf_sharpcf.trajectory import TrajectoryTable
+    from tf_sharpcf.objectives.apr import APR
+    from tf_sharpcf.objectives.bpr import BPR
+    from tf_sharpcf.objectives.sharpcf import SharpCF
+    from tf_sharpcf.optim.optimizers import make_optimizer
+    from tf_sharpcf.objectives.trajectory import TrajectoryTable
 
     data = load_lightgcn(folder)
     with strategy.scope():
@@ -174,12 +175,12 @@ def child(mode: str, out_dir: Path, folder: Path) -> None:
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_sharpcf.distribute import make_strategy
+    from tf_sharpcf.distribute.strategy import make_strategy
     strategy = make_strategy(mode)
     for method in METHODS:
         np.savez(out_dir / f"{method}.npz", **train_run(folder, method, strategy))
     if mode == "mirrored":
-        from tf_sharpcf.fit import main
+        from tf_sharpcf.cli.fit import main
         assert main(fit_args(folder, out_dir / "fit", mode)) == 0
 
 
@@ -266,7 +267,7 @@ def test_two_mirrored_replicas_train_like_one_device(tiny_data, children):
 
 @pytest.mark.subprocess
 def test_fit_with_the_mirrored_strategy_writes_the_run_one_device_writes(tiny_data, children, tmp_path):
-    from tf_sharpcf.fit import main
+    from tf_sharpcf.cli.fit import main
     assert main(fit_args(tiny_data, tmp_path / "fit", "default")) == 0
     [(out, _)] = children["mirrored"]
     finish_children(children["mirrored"])

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from tf_sharpcf.datasets import Interactions
-from tf_sharpcf.evaluation import Evaluator, degree_groups, recall_by_group
+from tf_sharpcf.data.interactions import Interactions
+from tf_sharpcf.evaluation.ranking import Evaluator
+from tf_sharpcf.evaluation.metrics import degree_groups, recall_by_group
 
 
 def _random_split(rng, users=13, items=17, per_user=6):
@@ -126,7 +127,7 @@ def test_unknown_scorer_is_rejected():
 def test_blas_scores_reach_tensorflow_without_a_copy():
     """The aligned buffer is wrapped, not copied, by DLPack."""
     import tensorflow as tf
-    from tf_sharpcf.evaluation import _aligned_empty
+    from tf_sharpcf.evaluation.ranking import _aligned_empty
     buf = _aligned_empty((3, 5))
     assert buf.ctypes.data % 64 == 0
     buf[:] = 1.0

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from tf_sharpcf.errors import ConfigError
-from tf_sharpcf.experiments import load_experiment, plan, summarize
-from tf_sharpcf.pipeline import main
+from tf_sharpcf.analysis.experiments import load_experiment, plan, summarize
+from tf_sharpcf.cli.pipeline import main
 
 TOML = """
 name = "tiny"
@@ -80,7 +80,7 @@ def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder,
     assert "RI w.r.t. BPR" in table and "sharpcf-seed1" in table and "`lam`: test" in table
     assert (root / "table.csv").read_text().startswith("method,")
     # only the run without metrics.json is trained again
-    import tf_sharpcf.train as train
+    from tf_sharpcf.training import train
     saved = json.loads((root / "runs" / "bpr-seed1" / "metrics.json").read_text())
     (root / "runs" / "bpr-seed1" / "metrics.json").unlink()
     calls = []
@@ -102,7 +102,7 @@ def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatc
     assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
     run = results / "tiny" / "runs" / "bpr-seed0"
     (run / "metrics.json").unlink()   # as if killed after its last checkpoint
-    import tf_sharpcf.train as train
+    from tf_sharpcf.training import train
     real, seen = train.train_and_evaluate, []
 
     def spy(*a, **k):
@@ -114,7 +114,7 @@ def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatc
 
 
 def test_epoch_seconds_are_the_methods_own_epochs_after_warmup():
-    from tf_sharpcf.train import epoch_seconds
+    from tf_sharpcf.training.train import epoch_seconds
     rows = [{"epoch": e, "seconds": s} for e, s in enumerate([9.0, 1.0, 1.0, 3.0, 3.0, 4.0], start=1)]
     assert epoch_seconds(rows, 3) == {"seconds_per_epoch": 3.0, "seconds_per_warmup_epoch": 1.0}
     assert epoch_seconds(rows, 0) == {"seconds_per_epoch": 3.0}
@@ -151,7 +151,7 @@ def test_runs_branched_from_the_shared_warm_up_equal_runs_from_scratch(tmp_path,
 
     import numpy as np
 
-    from tf_sharpcf import train
+    from tf_sharpcf.training import train
     path = tmp_path / "b.toml"
     path.write_text(BRANCH_TOML.format(folder=tiny_folder))
     results = tmp_path / "results"
@@ -192,13 +192,13 @@ def test_a_finished_warm_up_survives_a_change_of_defaults_its_method_does_not_us
     """The runner compares what a run uses: a finished SharpCF-λ0 warm-up whose
     stored config has other (APR-only) defaults is still the same run."""
     from tf_sharpcf.config import Config
-    from tf_sharpcf.pipeline import _same_run
+    from tf_sharpcf.training.runner import same_run
     run = tmp_path / "warmup-seed0"
     run.mkdir()
     config = Config().replace(train={"method": "sharpcf", "lam": 0.0, "epochs": 3, "warmup_epochs": 3})
     stored = config.replace(train={"eps": 0.37, "adv_weight": 9.0, "checkpoint_every": 5},
                             data={"data_dir": "/elsewhere"})
     (run / "config.json").write_text(stored.to_json())
-    assert _same_run(run, config)
-    assert not _same_run(run, config.replace(train={"lr": 0.01}))
-    assert not _same_run(run, config.replace(train={"window": 2}))
+    assert same_run(run, config)
+    assert not same_run(run, config.replace(train={"lr": 0.01}))
+    assert not same_run(run, config.replace(train={"window": 2}))

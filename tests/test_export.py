@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
-from tf_sharpcf import export
+from tf_sharpcf.serving import export
+from tf_sharpcf.serving import retriever
+from tf_sharpcf.serving import layout
+from tf_sharpcf.cli import export as export_cli
 from tf_sharpcf.config import Config
 
 try:
@@ -125,7 +128,7 @@ def exported(tmp_path_factory):
     sc = None
     if HAVE_SCANN:
         # Brute-force-like ScaNN: every leaf searched, every candidate rescored exactly.
-        exact = export.ScannSettings(num_leaves=2, num_leaves_to_search=2, num_reordering_candidates=NUM_ITEMS)
+        exact = retriever.ScannSettings(num_leaves=2, num_leaves_to_search=2, num_reordering_candidates=NUM_ITEMS)
         sc = export.export_run(root / "run", "scann", "tiny_scann", k=K, base_dir=base, scann=exact)
         models.append((sc, True))
     served = load_in_fresh_process(models, cwd=root)
@@ -174,7 +177,7 @@ def test_user_with_fewer_unseen_items_than_k_gets_empty_slots(exported):
     # 40 items - 38 seen = 2 unseen: poi-38, poi-39 in score order, then 3 empty slots.
     assert sorted(got["item_ids"][dave][:2]) == ["poi-38", "poi-39"]
     assert got["item_ids"][dave][2:] == ["", "", ""]
-    assert got["scores"][dave][2:] == [export.EMPTY_SCORE] * 3
+    assert got["scores"][dave][2:] == [retriever.EMPTY_SCORE] * 3
 
 
 @subprocess_test
@@ -220,14 +223,14 @@ def test_reloaded_scann_agrees_with_brute_force(exported):
 @pytest.mark.skipif(not HAVE_SCANN, reason="scann is not installed")
 def test_scann_short_results_leave_empty_slots_never_seen_or_repeated_items(tmp_path):
     import tensorflow as tf
-    from tf_sharpcf.datasets import load_dataset
+    from tf_sharpcf.data.registry import load_dataset
 
     data = load_dataset(str(write_dataset(tmp_path / "data")))
     users, items = write_run(tmp_path / "run", tmp_path / "data")
     # 1 leaf of 8 searched: a leaf holds ~5 of the 40 items, so ScaNN pads its answer (NaN scores).
-    narrow = export.ScannSettings(num_leaves=8, num_leaves_to_search=1)
-    retriever = export.build_retriever(data, users, items, "scann", k=K, scann=narrow)
-    got = retriever.serve(tf.constant(USER_IDS))
+    narrow = retriever.ScannSettings(num_leaves=8, num_leaves_to_search=1)
+    model = retriever.build_retriever(data, users, items, "scann", k=K, scann=narrow)
+    got = model.serve(tf.constant(USER_IDS))
     ids = got["item_ids"].numpy().astype(str)
     scores = got["scores"].numpy()
     assert ids.shape == (len(USER_IDS), K) and not np.isnan(scores).any()
@@ -235,7 +238,7 @@ def test_scann_short_results_leave_empty_slots_never_seen_or_repeated_items(tmp_
         filled = [x for x in row if x]
         assert len(set(filled)) == len(filled) and not set(filled) & {ITEM_IDS[i] for i in TRAIN[u]}
         assert list(row) == filled + [""] * (K - len(filled))
-        assert (scores[u, len(filled):] == export.EMPTY_SCORE).all()
+        assert (scores[u, len(filled):] == retriever.EMPTY_SCORE).all()
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def test_scann_short_results_leave_empty_slots_never_seen_or_repeated_items(tmp_
 
 def test_versions_increment_and_no_temporary_folder_remains(exported):
     model_dir = exported["base"] / "tiny"
-    assert export.versions(model_dir) == [1, 2]
+    assert layout.versions(model_dir) == [1, 2]
     assert Path(exported["bf"]) == model_dir / "1" and Path(exported["bf_all"]) == model_dir / "2"
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2"]
     assert (model_dir / "1" / "saved_model.pb").exists() and (model_dir / "1" / "variables").is_dir()
@@ -254,15 +257,15 @@ def test_next_version_ignores_hidden_and_non_numeric_folders(tmp_path):
     for name in ("3", "12", ".export-abc", "latest"):
         (tmp_path / name).mkdir()
     (tmp_path / "99").write_text("a file, not a version")
-    assert export.next_version(tmp_path) == 13
-    assert export.next_version(tmp_path / "missing") == 1
+    assert layout.next_version(tmp_path) == 13
+    assert layout.next_version(tmp_path / "missing") == 1
 
 
 def test_warmup_file_holds_predict_requests_for_known_users(exported):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = Path(exported["bf"]) / "assets.extra" / export.WARMUP_FILE
+    path = Path(exported["bf"]) / "assets.extra" / layout.WARMUP_FILE
     requests = []
     for record in tf.data.TFRecordDataset(str(path)):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
@@ -277,7 +280,7 @@ def test_models_config_lists_every_exported_model(exported):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    path = export.write_models_config(exported["base"])
+    path = layout.write_models_config(exported["base"])
     config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
     got = {c.name: (c.base_path, c.model_platform) for c in config.model_config_list.config}
     want = {"tiny": ("/models/tiny", "tensorflow")}
@@ -295,35 +298,35 @@ def test_seen_items_contains_matches_a_set_lookup():
     import tensorflow as tf
 
     # 3 items; user 0 saw item 2, user 1 saw items 0 and 1: keys 0*3+2=2, 1*3+0=3, 1*3+1=4.
-    seen = export.SeenItems(np.array([0, 1, 1]), np.array([2, 0, 1]), num_users=2, num_items=3)
+    seen = retriever.SeenItems(np.array([0, 1, 1]), np.array([2, 0, 1]), num_users=2, num_items=3)
     got = seen.contains(tf.constant([0, 1], tf.int64), tf.constant([[2, 0, 1], [2, 1, 0]]))
     assert got.numpy().tolist() == [[True, False, False], [False, True, True]]
     assert seen.count.numpy().tolist() == [1, 2] and seen.max_count == 2
 
 
 def test_popular_items_sorts_by_degree_with_ties_by_index():
-    from tf_sharpcf.datasets import Interactions
+    from tf_sharpcf.data.interactions import Interactions
 
     # degrees [1, 0, 2, 2] -> items 2, 3 (tie, lower index first), then 0.
     data = Interactions("d", 2, 4, np.array([0, 0, 1, 0, 1], np.int32), np.array([0, 2, 2, 3, 3], np.int32),
                         np.zeros(0, np.int32), np.zeros(0, np.int32))
-    assert export.popular_items(data, 3).tolist() == [2, 3, 0]
+    assert retriever.popular_items(data, 3).tolist() == [2, 3, 0]
 
 
 def test_api_ids_fall_back_to_the_decimal_index():
-    assert export.api_ids(None, 3) == ["0", "1", "2"]
-    assert export.api_ids(np.array(["a", "b"]), 2) == ["a", "b"]
+    assert retriever.api_ids(None, 3) == ["0", "1", "2"]
+    assert retriever.api_ids(np.array(["a", "b"]), 2) == ["a", "b"]
 
 
 def test_scann_defaults_rescore_every_candidate():
     # Gowalla: sqrt(40981) = 202.4 leaves, 10% searched -> 21; k 20 + 811 seen = 831 reordered.
-    s = export.ScannSettings().resolve(num_items=40981, retrieve_max=831)
+    s = retriever.ScannSettings().resolve(num_items=40981, retrieve_max=831)
     assert (s.num_leaves, s.num_leaves_to_search, s.num_reordering_candidates) == (202, 21, 831)
 
 
 def test_scann_refuses_a_catalogue_too_small_for_its_hashing():
     with pytest.raises(tf_sharpcf.ConfigError, match="at least 16 items"):
-        export.ScannSettings().resolve(num_items=10, retrieve_max=5)
+        retriever.ScannSettings().resolve(num_items=10, retrieve_max=5)
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +352,7 @@ def test_bad_input_is_one_error_line_with_exit_code_2(tiny_run, capsys, case, fl
         (tiny_run / "item_embeddings.npy").unlink()
     base = tiny_run.parent / "savedmodels"
     argv = [f.format(tmp=tiny_run.parent, run=tiny_run) for f in flags] + ["--base-dir", str(base)]
-    assert export.main(argv) == 2
+    assert export_cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not base.exists()
@@ -359,12 +362,12 @@ def test_main_writes_a_version_and_models_config(tiny_run, capsys):
     base = tiny_run.parent / "savedmodels"
     argv = ["--run", str(tiny_run), "--index", "brute-force", "--name", "cli", "--k", "3",
             "--base-dir", str(base), "--write-models-config"]
-    assert export.main(argv) == 0
+    assert export_cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == str(base / "cli" / "1")
     assert 'name: "cli"' in (base / "models.config").read_text()
-    meta = json.loads((base / "cli" / "1" / "assets.extra" / export.METADATA_FILE).read_text())
+    meta = json.loads((base / "cli" / "1" / "assets.extra" / layout.METADATA_FILE).read_text())
     assert (meta["index"], meta["k"], meta["exclude_seen"]) == ("brute-force", 3, True)
-    assert export.main(["models-config", "--base-dir", str(base), "--model-base-path", "/srv"]) == 0
+    assert export_cli.main(["models-config", "--base-dir", str(base), "--model-base-path", "/srv"]) == 0
     assert 'base_path: "/srv/cli"' in (base / "models.config").read_text()
 
 
@@ -388,8 +391,8 @@ def test_two_concurrent_exports_of_one_model_make_two_complete_versions(tiny_run
     assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
     written = sorted(o[0].strip() for o in outs)
     assert written == [str(base / "same" / "1"), str(base / "same" / "2")]
-    assert export.versions(base / "same") == [1, 2]
+    assert layout.versions(base / "same") == [1, 2]
     for version in ("1", "2"):
         folder = base / "same" / version
-        assert (folder / "saved_model.pb").exists() and (folder / "assets.extra" / export.METADATA_FILE).exists()
+        assert (folder / "saved_model.pb").exists() and (folder / "assets.extra" / layout.METADATA_FILE).exists()
     assert not [p.name for p in (base / "same").iterdir() if p.name.startswith(".")]

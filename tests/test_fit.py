@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_dataset, write_lightgcn
-from tf_sharpcf.fit import main
+from tf_sharpcf.cli.fit import main
 
 FAST = ["--dim", "8", "--batch-size", "64", "--no-jit", "--quiet"]
 
@@ -111,11 +111,11 @@ def test_invalid_settings_give_a_clear_error_and_write_nothing(tiny_folder, tmp_
 
 
 def test_missing_named_dataset_says_which_files_to_put_where(tmp_path, capsys, monkeypatch):
-    import tf_sharpcf.datasets as ds
+    from tf_sharpcf.data import registry
 
     def offline(*a, **k):
         raise OSError("network unreachable")
-    monkeypatch.setattr(ds.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
     assert main(["--dataset", "gowalla", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
                  "--output-dir", str(tmp_path / "run"), *FAST]) == 2
     err = capsys.readouterr().err
@@ -125,12 +125,12 @@ def test_missing_named_dataset_says_which_files_to_put_where(tmp_path, capsys, m
 
 def test_download_checks_the_checksum_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch):
     import io
-    import tf_sharpcf.datasets as ds
+    from tf_sharpcf.data import registry
     from tf_sharpcf.errors import DataError
-    monkeypatch.setattr(ds.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"0 1 2\n"))
-    remote = ds.RemoteFile("train.txt", "https://example.invalid/train.txt", ("sha256", "0" * 64))
+    monkeypatch.setattr(registry.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"0 1 2\n"))
+    remote = registry.RemoteFile("train.txt", "https://example.invalid/train.txt", ("sha256", "0" * 64))
     with pytest.raises(DataError, match="sha256 mismatch"):
-        ds.download(remote, tmp_path)
+        registry.download(remote, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -150,7 +150,7 @@ def test_cold_test_users_and_items_are_left_out_with_a_warning_and_counted(tmp_p
         assert main(["--dataset", str(folder), "--epochs", "1", "--output-dir", str(out), "--quiet", *FAST]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["test_users_evaluated"], metrics["cold_test_users"], metrics["cold_test_items"]) == (6, 2, 1)
-    from tf_sharpcf.datasets import load_lightgcn
+    from tf_sharpcf.data.readers import load_lightgcn
     with pytest.warns(UserWarning):
         data = load_lightgcn(folder)
     assert sorted(zip(data.test_users.tolist(), data.test_items.tolist())) == [(u, (u + 3) % 6) for u in range(6)]

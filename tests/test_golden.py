@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_dataset, write_lightgcn
-from tf_sharpcf import run_dir
-from tf_sharpcf.fit import main
+from tf_sharpcf.training import run_dir
+from tf_sharpcf.cli.fit import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 WRITE = os.environ.get("TF_SHARPCF_WRITE_GOLDEN") == "1"

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tf_sharpcf import run_dir
+from tf_sharpcf.training import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
 from pathlib import Path
-from tf_sharpcf import run_dir
+from tf_sharpcf.training import run_dir
 with run_dir.FolderLock(Path(sys.argv[1]), Path(sys.argv[2]), "--output-dir"):
     print("locked", flush=True)
     time.sleep(120)
@@ -42,7 +42,7 @@ def holder():
 
 
 def test_a_second_fit_on_a_run_folder_in_use_is_refused(tiny_folder, tmp_path, holder, capsys):
-    from tf_sharpcf.fit import main
+    from tf_sharpcf.cli.fit import main
     out = tmp_path / "run"
     fast = ["--dataset", str(tiny_folder), "--dim", "4", "--batch-size", "64", "--no-jit", "--quiet",
             "--warmup-epochs", "0"]
@@ -58,7 +58,7 @@ def test_a_second_fit_on_a_run_folder_in_use_is_refused(tiny_folder, tmp_path, h
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tiny_folder, tmp_path):
-    from tf_sharpcf.fit import main
+    from tf_sharpcf.cli.fit import main
     out = tmp_path / "run"
     out.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -70,7 +70,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tiny_folder,
 
 
 def test_a_second_pipeline_on_an_experiment_in_use_is_refused(tiny_folder, tmp_path, holder, capsys):
-    from tf_sharpcf.pipeline import main
+    from tf_sharpcf.cli.pipeline import main
     path = tmp_path / "e.toml"
     path.write_text(f'name = "tiny"\ndataset = "{tiny_folder}"\nmethods = ["bpr"]\nseeds = [0]\n'
                     "[common.train]\nepochs = 1\nwarmup_epochs = 0\n[common.model]\ndim = 4\n")
@@ -82,7 +82,7 @@ def test_a_second_pipeline_on_an_experiment_in_use_is_refused(tiny_folder, tmp_p
 
 
 def test_a_second_search_on_a_project_in_use_is_refused(tiny_folder, tmp_path, holder, capsys):
-    from tf_sharpcf.tune import main
+    from tf_sharpcf.cli.tune import main
     directory = tmp_path / "tuning"
     pid = holder(directory / ".p.lock", directory / "p")
     assert main(["--dataset", str(tiny_folder), "--method", "bpr", "--epochs", "2", "--warmup-epochs", "0",

@@ -9,9 +9,10 @@ import tensorflow as tf
 
 from tf_sharpcf import methods
 from tf_sharpcf.config import Config
-from tf_sharpcf.fit import main as fit_main
-from tf_sharpcf.objectives import Objective, bpr_loss, dot, l2_penalty, make_objective
-from tf_sharpcf.tune import main as tune_main
+from tf_sharpcf.cli.fit import main as fit_main
+from tf_sharpcf.methods import make_objective
+from tf_sharpcf.objectives.base import Objective, bpr_loss, dot, l2_penalty
+from tf_sharpcf.cli.tune import main as tune_main
 
 
 class MarginBPR(Objective):
@@ -78,13 +79,13 @@ def test_a_registered_toy_objective_trains_logs_and_is_searched(margin_method, t
 
 
 def test_only_bpr_and_warm_start_methods_branch_from_the_shared_warm_up(margin_method):
-    from tf_sharpcf import warmup
+    from tf_sharpcf.training import warmup
     for method, branches in (("bpr", True), ("apr", True), ("sharpcf", True), ("bpr-margin", False)):
         config = Config().replace(train={"method": method, "epochs": 400, "warmup_epochs": 200})
         assert warmup.can_branch(config) == branches, method
 
 
 def test_the_removed_start_keywords_name_their_replacement(tiny_folder, tmp_path):
-    from tf_sharpcf.train import train_and_evaluate
+    from tf_sharpcf.training.train import train_and_evaluate
     with pytest.raises(TypeError, match="init_checkpoint, start_epoch replaced by start=Start"):
         train_and_evaluate(Config(), tmp_path / "run", init_checkpoint=tmp_path, start_epoch=3)

@@ -5,14 +5,16 @@ import tensorflow as tf
 
 from conftest import checkerboard, write_lightgcn
 from tf_sharpcf.config import Config
-from tf_sharpcf.datasets import load_lightgcn
-from tf_sharpcf.input_pipeline import chunks_per_epoch, training_dataset
+from tf_sharpcf.data.readers import load_lightgcn
+from tf_sharpcf.data.input_pipeline import chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.objectives import APR, BPR, SharpCF
-from tf_sharpcf.optimizers import make_optimizer
-from tf_sharpcf.callbacks import EpochCounter
-from tf_sharpcf.train import train_and_evaluate
-from tf_sharpcf.trajectory import TrajectoryTable
+from tf_sharpcf.objectives.apr import APR
+from tf_sharpcf.objectives.bpr import BPR
+from tf_sharpcf.objectives.sharpcf import SharpCF
+from tf_sharpcf.optim.optimizers import make_optimizer
+from tf_sharpcf.training.callbacks import EpochCounter
+from tf_sharpcf.training.train import train_and_evaluate
+from tf_sharpcf.objectives.trajectory import TrajectoryTable
 
 
 def _fit(data, objective, epochs, lr=0.01, optimizer="lazyadam", seed=0, batch=16, chunk=4, jit=False,
@@ -75,7 +77,7 @@ def test_apr_with_zero_weight_trains_like_bpr(tiny_folder):
 def test_xla_chunked_training_matches_the_plain_graph(tiny_folder, method, kernel):
     """jit_compile=True: the whole step under XLA, or (kernel) the loss and
     gradients under XLA and the update in the fused lazy-Adam kernel."""
-    from tf_sharpcf import kernels
+    from tf_sharpcf.optim import kernels
     if kernel and kernels.lazy_adam_op() is None:
         pytest.skip("the fused lazy-Adam kernel cannot be built here")
     data = load_lightgcn(tiny_folder)
@@ -95,7 +97,7 @@ def test_row_kernel_is_chosen_where_it_was_measured_faster(tiny_folder):
     """Auto: the fused kernel for BPR and SharpCF with LazyAdam under XLA; not
     for APR, not for SGD, not without XLA; row_kernel=True that cannot be
     honoured is an error."""
-    from tf_sharpcf import kernels
+    from tf_sharpcf.optim import kernels
     if kernels.lazy_adam_op() is None:
         pytest.skip("the fused lazy-Adam kernel cannot be built here")
     data = load_lightgcn(tiny_folder)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sharpcf.datasets import load_lightgcn
-from tf_sharpcf.input_pipeline import NegativeSampler, chunks_per_epoch, training_dataset
+from tf_sharpcf.data.readers import load_lightgcn
+from tf_sharpcf.data.input_pipeline import NegativeSampler, chunks_per_epoch, training_dataset
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.objectives import APR, BPR, Objective, StepInputs, adversarial_perturbation
-from tf_sharpcf.optimizers import make_optimizer
+from tf_sharpcf.objectives.apr import APR, adversarial_perturbation
+from tf_sharpcf.objectives.bpr import BPR
+from tf_sharpcf.objectives.base import Objective, StepInputs
+from tf_sharpcf.optim.optimizers import make_optimizer
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +172,7 @@ def test_k_negatives_train_through_the_compiled_step_and_lower_the_loss(tiny_fol
     tables up to float rounding."""
     data = load_lightgcn(tiny_folder)
     make = (lambda: BPR(l2=0.01)) if method == "bpr" else (lambda: APR(eps=0.3, l2=0.01, negatives=4))
-    from tf_sharpcf import kernels
+    from tf_sharpcf.optim import kernels
     # K > 1: the fused row kernel for both (APR's all-XLA step is faster only at K = 1)
     xla = _train(data, make(), squeeze=False, negatives=4, epochs=2,
                  kernel=kernels.lazy_adam_op() is not None)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sharpcf.objectives import (adversarial_perturbation, bpr_loss, dot, l2_penalty,
-                                   trajectory_loss)
-from tf_sharpcf.sparse import owner_segments, row_segments, sum_repeated_rows
+from tf_sharpcf.objectives.apr import adversarial_perturbation
+from tf_sharpcf.objectives.base import bpr_loss, dot, l2_penalty
+from tf_sharpcf.objectives.sharpcf import trajectory_loss
+from tf_sharpcf.optim.sparse import owner_segments, row_segments, sum_repeated_rows
 
 
 def test_bpr_loss_matches_hand_computation():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sharpcf.optimizers import make_optimizer
+from tf_sharpcf.optim.optimizers import make_optimizer
 
 
 def _lazy_adam_numpy(table, steps, lr, b1=0.9, b2=0.999, eps=1e-7):
@@ -75,7 +75,7 @@ def test_sgd_is_a_row_wise_step_with_summed_duplicates():
 
 # -- the fused CPU kernel ---------------------------------------------------
 
-from tf_sharpcf import kernels  # noqa: E402
+from tf_sharpcf.optim import kernels  # noqa: E402
 
 
 def _kernel_or_skip():

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_lightgcn
-from tf_sharpcf import callbacks, checkpointing, run_dir, train
-from tf_sharpcf.fit import main
+from tf_sharpcf.training import callbacks, checkpointing, run_dir, train
+from tf_sharpcf.cli.fit import main
 
 FAST = ["--dim", "8", "--batch-size", "32", "--steps-per-execution", "2", "--no-jit", "--quiet"]
 
@@ -268,7 +268,7 @@ def _record_syncs(monkeypatch):
 
 
 def test_atomic_writes_fsync_the_file_before_and_the_folder_after_the_rename(tmp_path, monkeypatch):
-    from tf_sharpcf import run_dir
+    from tf_sharpcf.training import run_dir
     events = _record_syncs(monkeypatch)
     run_dir.atomic_write_text(tmp_path / "metrics.json", "{}")
     tmp = str(tmp_path / ".metrics.json.tmp")
@@ -277,7 +277,7 @@ def test_atomic_writes_fsync_the_file_before_and_the_folder_after_the_rename(tmp
 
 def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one(tmp_path, monkeypatch):
     import tensorflow as tf
-    from tf_sharpcf import checkpointing
+    from tf_sharpcf.training import checkpointing
     model = tf.Module()
     model.v = tf.Variable([1.0, 2.0])
     checkpointing.write(tmp_path / "last", model, meta={"epoch": 1})

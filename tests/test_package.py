@@ -38,7 +38,7 @@ def _run(installed, cwd, *args):
 
 
 def test_installed_package_carries_the_kernel_source_and_runs_elsewhere(installed, tmp_path):
-    where = _run(installed, tmp_path, "-c", "import tf_sharpcf, tf_sharpcf.kernels as k; "
+    where = _run(installed, tmp_path, "-c", "import tf_sharpcf, tf_sharpcf.optim.kernels as k; "
                                            "print(tf_sharpcf.__file__); print(k._SOURCE.exists())")
     assert where.returncode == 0, where.stderr
     path, exists = where.stdout.split()

@@ -23,7 +23,8 @@ import tensorflow as tf
 from conftest import checkerboard, write_lightgcn
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError
-from tf_sharpcf import parameter_server
+from tf_sharpcf.distribute import cluster as ps_cluster
+from tf_sharpcf.distribute import parameter_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_LIFETIME_S = 3600     # a bound; they exit with this process first
@@ -33,7 +34,7 @@ class LocalCluster:
     """chief (the caller), `workers` worker and `ps` parameter-server processes."""
 
     def __init__(self, folder: Path, workers: int = 2, ps: int = 2):
-        ports = iter(parameter_server.free_local_ports(1 + workers + ps))
+        ports = iter(ps_cluster.free_local_ports(1 + workers + ps))
         self.cluster = {"chief": [f"127.0.0.1:{next(ports)}"],
                         "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
                         "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}
@@ -57,7 +58,7 @@ class LocalCluster:
                 self.start(kind, index)
         for kind in ("ps", "worker"):
             for index, address in enumerate(self.cluster[kind]):
-                parameter_server.wait_listening(address, self.procs[kind, index])
+                ps_cluster.wait_listening(address, self.procs[kind, index])
         return self
 
     def kill(self, kind: str, index: int) -> None:
@@ -88,14 +89,14 @@ def test_tf_config_errors_name_the_problem(monkeypatch):
     for raw, message in bad.items():
         env = {} if raw is None else {"TF_CONFIG": raw}
         with pytest.raises(ConfigError, match=message):
-            parameter_server.cluster_config(env)
-    good = parameter_server.cluster_config({"TF_CONFIG": json.dumps({"cluster": cluster,
+            ps_cluster.cluster_config(env)
+    good = ps_cluster.cluster_config({"TF_CONFIG": json.dumps({"cluster": cluster,
                                                                      "task": {"type": "ps", "index": 0}})})
     assert good["task"] == {"type": "ps", "index": 0}
 
 
 def test_fit_refuses_forced_xla_and_a_cluster_without_ps(tiny_folder, tmp_path, capsys, monkeypatch):
-    from tf_sharpcf.fit import main
+    from tf_sharpcf.cli.fit import main
     args = ["--dataset", str(tiny_folder), "--strategy", "parameter-server", "--quiet",
             "--output-dir", str(tmp_path / "run")]
     assert main([*args, "--jit"]) == 2
@@ -115,7 +116,7 @@ def test_a_server_exits_when_its_parent_is_gone(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid",
                                str(sleeper.pid)], env=env, stderr=subprocess.DEVNULL)
     try:
-        parameter_server.wait_listening(cluster.cluster["ps"][0], server)
+        ps_cluster.wait_listening(cluster.cluster["ps"][0], server)
         sleeper.kill()
         sleeper.wait()
         assert server.wait(timeout=60) == 0
@@ -179,7 +180,7 @@ def ps_run(tmp_path_factory):
     saved = os.environ.get("TF_CONFIG")
     os.environ["TF_CONFIG"] = cluster.tf_config("chief", 0)
     try:
-        from tf_sharpcf.train import train_and_evaluate
+        from tf_sharpcf.training.train import train_and_evaluate
         config = Config().replace(
             data={"dataset": str(data)}, model={"dim": 8},
             train={"method": "sharpcf", "epochs": EPOCHS, "warmup_epochs": 8, "window": WINDOW, "lam": 0.1,
@@ -196,9 +197,9 @@ def ps_run(tmp_path_factory):
             os.environ.pop("TF_CONFIG", None)
         else:
             os.environ["TF_CONFIG"] = saved
-    from tf_sharpcf.optimizers import row_kernel_usable
-    from tf_sharpcf import distribute
-    strategy = distribute.make_strategy("parameter-server")
+    from tf_sharpcf.optim.optimizers import row_kernel_usable
+    from tf_sharpcf.distribute.strategy import make_strategy
+    strategy = make_strategy("parameter-server")
     killed = ("worker", 1) not in cluster.procs
     if killed:
         cluster.start("worker", 1)
@@ -258,13 +259,13 @@ def test_a_parameter_server_run_evaluates_and_exports(ps_run, tmp_path):
 def test_row_wise_updates_run_per_shard_and_touch_only_the_batch_rows(ps_run, tiny_folder, name):
     """On the same cluster: one scheduled step changes exactly its batch's
     user rows in both shards, and the optimizer's slots sit on the servers."""
-    from tf_sharpcf import distribute
-    from tf_sharpcf.datasets import load_lightgcn
-    from tf_sharpcf.input_pipeline import feistel_round_keys, index_permutation
+    from tf_sharpcf.distribute.strategy import make_strategy
+    from tf_sharpcf.data.readers import load_lightgcn
+    from tf_sharpcf.data.input_pipeline import feistel_round_keys, index_permutation
     from tf_sharpcf.model import MatrixFactorization
-    from tf_sharpcf.objectives import BPR
-    from tf_sharpcf.optimizers import make_optimizer
-    strategy = distribute.make_strategy("parameter-server")
+    from tf_sharpcf.objectives.bpr import BPR
+    from tf_sharpcf.optim.optimizers import make_optimizer
+    strategy = make_strategy("parameter-server")
     data = load_lightgcn(tiny_folder)
     with strategy.scope():
         model = MatrixFactorization(data.num_users, data.num_items, 4, objective=BPR(l2=0.0))
@@ -294,9 +295,9 @@ def test_row_wise_updates_run_per_shard_and_touch_only_the_batch_rows(ps_run, ti
 
 
 def test_fit_on_a_worker_or_ps_task_serves(tiny_folder, tmp_path, monkeypatch):
-    from tf_sharpcf import fit
+    from tf_sharpcf.cli import fit
     served = []
-    monkeypatch.setattr(parameter_server, "serve", lambda *a, **k: served.append(True))
+    monkeypatch.setattr(ps_cluster, "serve", lambda *a, **k: served.append(True))
     cluster = {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3"]}
     for kind in ("worker", "ps"):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": 0}}))

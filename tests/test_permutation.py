@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sharpcf.datasets import load_lightgcn
-from tf_sharpcf.input_pipeline import feistel_half_bits, feistel_round_keys, index_permutation
+from tf_sharpcf.data.readers import load_lightgcn
+from tf_sharpcf.data.input_pipeline import feistel_half_bits, feistel_round_keys, index_permutation
 
 MIX = ((0x85EBCA6B, 13), (0xC2B2AE35, 16))
 
@@ -82,7 +82,7 @@ def test_sharded_batches_cover_each_element_once_per_epoch(tiny_folder):
     """Outside a cluster the same class runs on plain variables: an epoch's
     steps hold every element id once, users/items are the element's own, and
     negatives are never the user's positives."""
-    from tf_sharpcf.parameter_server import ShardedBatches
+    from tf_sharpcf.distribute.parameter_server import ShardedBatches
     data = load_lightgcn(tiny_folder)
     batches = ShardedBatches(data, batch_size=16, seed=3, negatives=2)
     positives = set(zip(data.train_users.tolist(), data.train_items.tolist()))

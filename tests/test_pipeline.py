@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from tf_sharpcf.datasets import load_lightgcn
-from tf_sharpcf.input_pipeline import (NegativeSampler, chunks_per_epoch, steps_per_epoch,
-                                       training_dataset)
+from tf_sharpcf.data.readers import load_lightgcn
+from tf_sharpcf.data.input_pipeline import NegativeSampler, chunks_per_epoch, steps_per_epoch, training_dataset
 
 
 def _collect(ds):

@@ -3,7 +3,7 @@
 Each case is a pair of LightGCN files (train.txt, test.txt) or a MovieLens
 ratings.dat, built by `random.Random(seed)` from a small valid dataset and then
 damaged (bad tokens, stray bytes, truncation, odd line endings, ...). A
-reference reader written here, independently of `tf_sharpcf.datasets`, says
+reference reader written here, independently of `tf_sharpcf.data.readers`, says
 what each case must give: the exact tables, or the file (and line) a DataError
 must name. The readers are held to it, within a time limit per case.
 """
@@ -25,7 +25,8 @@ import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 import numpy as np
 import pytest
 
-from tf_sharpcf import datasets
+from tf_sharpcf.data import readers
+from tf_sharpcf.data import interactions
 from tf_sharpcf.errors import DataError
 
 MAX_ID = 2**31 - 2  # the readers' documented limit (ids index int32 embedding tables)
@@ -422,7 +423,7 @@ def check_error(case: Case, folder: Path, error: Optional[DataError], expected: 
 def check_lightgcn(case: Case, folder: Path) -> bool:
     """Checks read_lightgcn_file and load_lightgcn on one case; -> whether it loaded."""
     expected_file = reference_lightgcn_file(case.files["train.txt"], "train.txt")
-    got, error = call(datasets.read_lightgcn_file, folder / "train.txt")
+    got, error = call(readers.read_lightgcn_file, folder / "train.txt")
     if isinstance(expected_file, Failure):
         check_error(case, folder, error, expected_file)
     else:
@@ -432,7 +433,7 @@ def check_lightgcn(case: Case, folder: Path) -> bool:
         assert first_line == expected_file[1], case.name
 
     expected = reference_lightgcn(case.files["train.txt"], case.files["test.txt"])
-    data, error = call(datasets.load_lightgcn, folder)
+    data, error = call(readers.load_lightgcn, folder)
     if isinstance(expected, Failure):
         check_error(case, folder, error, expected)
         return False
@@ -449,7 +450,7 @@ def check_ratings(case: Case, folder: Path) -> bool:
     """Checks read_ratings and load_ratings on one case; -> whether it loaded."""
     path = folder / "ratings.dat"
     expected_file = reference_ratings_file(case.files["ratings.dat"])
-    got, error = call(datasets.read_ratings, path)
+    got, error = call(readers.read_ratings, path)
     if isinstance(expected_file, Failure):
         check_error(case, folder, error, expected_file)
     else:
@@ -457,7 +458,7 @@ def check_ratings(case: Case, folder: Path) -> bool:
         assert list(zip(got[0].tolist(), got[1].tolist())) == expected_file, case.name
 
     expected = reference_ratings(case.files["ratings.dat"])
-    data, error = call(datasets.load_ratings, path)
+    data, error = call(readers.load_ratings, path)
     if isinstance(expected, Failure):
         check_error(case, folder, error, expected)
         return False
@@ -485,7 +486,7 @@ def check_ratings(case: Case, folder: Path) -> bool:
     return True
 
 
-def check_invariants(case: Case, data: datasets.Interactions) -> None:
+def check_invariants(case: Case, data: interactions.Interactions) -> None:
     for a in (data.train_users, data.train_items, data.test_users, data.test_items):
         assert a.dtype == np.int32, case.name
     assert data.train_users.shape == data.train_items.shape and data.train_users.size > 0, case.name
@@ -535,7 +536,7 @@ def test_ratings_random_cases(tmp_path):
 def test_named_pipe_is_refused_rather_than_read(tmp_path):
     folder = write(tmp_path / "data", {"test.txt": b"0 1\n"})
     os.mkfifo(folder / "train.txt")
-    _, error = call(datasets.load_lightgcn, folder)
+    _, error = call(readers.load_lightgcn, folder)
     assert f"{folder / 'train.txt'}: not a regular file" in str(error)
 
 

@@ -31,8 +31,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from conftest import write_lightgcn
-from tf_sharpcf import callbacks, checkpointing, fit
-from tf_sharpcf.fit import main
+from tf_sharpcf.training import callbacks, checkpointing
+from tf_sharpcf.cli import fit
+from tf_sharpcf.cli.fit import main
 
 pytestmark = pytest.mark.subprocess
 
@@ -73,7 +74,8 @@ def bpr_ref(tiny, tmp_path_factory):
 PAUSABLE_FIT = r'''
 import os, sys, time
 import tf_sharpcf
-from tf_sharpcf import callbacks, fit
+from tf_sharpcf.training import callbacks
+from tf_sharpcf.cli import fit
 
 def reached(point):
     if os.environ.get("PAUSE_AT") == point:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_sharpcf import datasets
+from tf_sharpcf.data import registry
 from tf_sharpcf.errors import DataError
-from tf_sharpcf.tfds_builders import SharpCFInteractions
+from tf_sharpcf.data.tfds_builders import SharpCFInteractions
 
 SHARED_DATA = Path(os.environ.get("TF_SHARPCF_TEST_DATA")
                    or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -47,13 +47,13 @@ def read_split(builder, split: str) -> dict:
 
 
 def test_configs_are_the_registered_datasets():
-    assert [c.name for c in SharpCFInteractions.BUILDER_CONFIGS] == list(datasets.DATASETS)
+    assert [c.name for c in SharpCFInteractions.BUILDER_CONFIGS] == list(registry.DATASETS)
 
 
 def test_splits_hold_load_folder_rows_in_canonical_order(tmp_path):
     folder = write(tmp_path / "manual", {"train.txt": TRAIN, "test.txt": TEST})
     builder = build("gowalla", tmp_path / "tfds", folder)
-    data = datasets.load_folder(folder, "gowalla")
+    data = registry.load_folder(folder, "gowalla")
 
     assert set(builder.info.splits) == {"train", "test"}
     for split, users, items in (("train", data.train_users, data.train_items),
@@ -73,7 +73,7 @@ def test_id_lists_become_string_features(tmp_path):
         "user_list.txt": "org_id remap_id\nu0 0\nu1 1\nu2 2\nu3 3\n",
         "item_list.txt": "org_id remap_id\ni0 0\ni1 1\ni2 2\ni3 3\ni4 4\n"})
     got = read_split(build("gowalla", tmp_path / "tfds", folder), "train")
-    data = datasets.load_folder(folder)
+    data = registry.load_folder(folder)
     np.testing.assert_array_equal(got["user_id"].astype(str), data.user_ids[data.train_users])
     np.testing.assert_array_equal(got["item_id"].astype(str), data.item_ids[data.train_items])
 
@@ -81,7 +81,7 @@ def test_id_lists_become_string_features(tmp_path):
 def test_ratings_dat_in_manual_dir_keeps_the_original_ids(tmp_path):
     folder = write(tmp_path / "manual", {"ratings.dat": RATINGS})
     builder = build("ml-1m", tmp_path / "tfds", folder)
-    data = datasets.load_folder(folder)
+    data = registry.load_folder(folder)
     for split, users, items in (("train", data.train_users, data.train_items),
                                 ("test", data.test_users, data.test_items)):
         got = read_split(builder, split)
@@ -94,7 +94,7 @@ def test_ratings_dat_in_manual_dir_keeps_the_original_ids(tmp_path):
 def test_default_manual_dir_is_read_per_config(tmp_path):
     write(tmp_path / "tfds" / "downloads" / "manual" / "gowalla", {"train.txt": TRAIN, "test.txt": TEST})
     builder = build("gowalla", tmp_path / "tfds")
-    assert builder.info.splits["train"].num_examples == datasets.load_folder(
+    assert builder.info.splits["train"].num_examples == registry.load_folder(
         tmp_path / "tfds" / "downloads" / "manual" / "gowalla").num_train
 
 
@@ -108,7 +108,7 @@ def test_failed_download_names_the_manual_dir_files(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as info:
         build("yelp2018", tmp_path / "tfds")
     message = str(info.value)
@@ -124,7 +124,7 @@ def test_ml1m_split_sizes(tmp_path):
     builder = build("ml-1m", tmp_path / "tfds", SHARED_DATA / "ml-1m")
     assert builder.info.splits["train"].num_examples == 800_193
     assert builder.info.splits["test"].num_examples == 200_016
-    data = datasets.load_folder(SHARED_DATA / "ml-1m")
+    data = registry.load_folder(SHARED_DATA / "ml-1m")
     tail = read_split(builder, "train[-3:]")
     np.testing.assert_array_equal(tail["element_id"], np.arange(800_190, 800_193))
     np.testing.assert_array_equal(tail["user"], data.train_users[-3:])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sharpcf.trajectory import TrajectoryTable
+from tf_sharpcf.objectives.trajectory import TrajectoryTable
 
 
 def test_reads_what_was_written_exactly_window_epochs_earlier():

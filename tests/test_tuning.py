@@ -6,11 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from tf_sharpcf import search_space, train, tuning
+from tf_sharpcf.tuning import search_space, tuner, warm_starts
+from tf_sharpcf.training import train
 from tf_sharpcf.config import Config
-from tf_sharpcf.datasets import load_lightgcn, split_validation
-from tf_sharpcf.fit import main as fit_main
-from tf_sharpcf.tune import main, settings_from_args, build_parser
+from tf_sharpcf.data.readers import load_lightgcn
+from tf_sharpcf.data.interactions import split_validation
+from tf_sharpcf.cli.fit import main as fit_main
+from tf_sharpcf.cli.tune import main, settings_from_args, build_parser
 
 TINY = ["--method", "sharpcf", "--epochs", "4", "--warmup-epochs", "2", "--eval-every", "2",
         "--dim", "8", "--batch-size", "64", "--no-jit", "--quiet", "--initial-points", "2"]
@@ -22,7 +24,7 @@ class Recorder:
 
     def __init__(self, monkeypatch, stop_at=None):
         self.runs, self.warmups, self.stop_at = [], [], stop_at
-        real_train, real_warmup = train.train_and_evaluate, tuning.WarmStarts._train
+        real_train, real_warmup = train.train_and_evaluate, warm_starts.WarmStarts._train
 
         def run(config, workdir, data=None, **kw):
             self.runs.append((config, workdir, data, kw))
@@ -36,7 +38,7 @@ class Recorder:
             self.warmups.append(warm_starts.data)
             return real_warmup(warm_starts, config, folder)
         monkeypatch.setattr(train, "train_and_evaluate", run)
-        monkeypatch.setattr(tuning.WarmStarts, "_train", warmup)
+        monkeypatch.setattr(warm_starts.WarmStarts, "_train", warmup)
 
     def trial_runs(self):
         return [r for r in self.runs if r[1].parent.name != "final" and r[1].name != "final"]
@@ -163,7 +165,7 @@ def test_a_trial_from_the_shared_warm_start_trains_exactly_like_fit(tiny_folder,
                "batch_size": 64, "jit_compile": False})
     scratch = tmp_path / "scratch"
     train.train_and_evaluate(config, scratch, data, verbose=0)
-    warm = tuning.WarmStarts(tmp_path / "warmup", data, window=3)
+    warm = warm_starts.WarmStarts(tmp_path / "warmup", data, window=3)
     init, info = warm.checkpoint(config, tmp_path / "init")
     assert not info["reused"] and info["epochs"] == 3
     shared = tmp_path / "shared"
@@ -186,12 +188,12 @@ def test_a_trial_from_the_shared_warm_start_trains_exactly_like_fit(tiny_folder,
 
 def test_warm_up_key_follows_lr_and_l2_but_not_lambda_or_window(tiny_folder, tmp_path):
     data = load_lightgcn(tiny_folder)
-    warm = tuning.WarmStarts(tmp_path, data)
+    warm = warm_starts.WarmStarts(tmp_path, data)
     base = Config().replace(train={"epochs": 4, "warmup_epochs": 2})
     assert warm.key(base) == warm.key(base.replace(train={"lam": 3.0, "window": 5}))
     assert warm.key(base) != warm.key(base.replace(train={"lr": 0.01}))
     assert warm.key(base) != warm.key(base.replace(train={"l2": 0.03}))
-    other = tuning.WarmStarts(tmp_path, split_validation(data, 0.1, seed=1))
+    other = warm_starts.WarmStarts(tmp_path, split_validation(data, 0.1, seed=1))
     assert warm.key(base) != other.key(base)
 
 
@@ -204,7 +206,7 @@ def test_flags_build_the_search_space():
     assert settings.space["lr"] == search_space.Space.fixed(0.005)
     assert settings.space["l2"] == search_space.PARAMETERS["l2"].default
     assert "eps" not in settings.space and settings.recorded_window == 7
-    hp = tuning.make_oracle(settings).get_space()
+    hp = tuner.make_oracle(settings).get_space()
     assert sorted(p.name for p in hp.space) == ["l2", "lambda", "window"]
     config = settings.trial_config({"lambda": 0.5, "window": 3, "l2": 0.03})
     assert (config.train.lam, config.train.window, config.train.lr, config.train.l2) == (0.5, 3, 0.005, 0.03)
@@ -225,11 +227,11 @@ def test_negatives_and_batch_size_are_searched_only_when_given():
     assert settings.space["negatives"] == search_space.Space.choice(1, 4, 16)
     config = settings.trial_config({"negatives": 16, "batch_size": 1024})
     assert (config.train.negatives, config.train.batch_size, config.train.lr) == (16, 1024, 0.001)
-    assert sorted(p.name for p in tuning.make_oracle(settings).get_space().space) == ["batch_size", "negatives"]
+    assert sorted(p.name for p in tuner.make_oracle(settings).get_space().space) == ["batch_size", "negatives"]
 
 
 def test_warm_up_key_follows_k(tiny_folder, tmp_path):
-    warm = tuning.WarmStarts(tmp_path, load_lightgcn(tiny_folder))
+    warm = warm_starts.WarmStarts(tmp_path, load_lightgcn(tiny_folder))
     base = Config().replace(train={"epochs": 4, "warmup_epochs": 2})
     assert warm.key(base) != warm.key(base.replace(train={"negatives": base.train.negatives + 1}))
 

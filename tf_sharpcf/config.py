@@ -17,7 +17,7 @@ from tf_sharpcf.errors import ConfigError
 
 METHODS = _methods.Names()      # the registered methods (`methods.py`), a live view
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
-# tf.distribute, see distribute.py and parameter_server.py
+# tf.distribute, see distribute/strategy.py and distribute/parameter_server.py
 STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
 
 

@@ -5,8 +5,8 @@ figures, the `TrainConfig` fields that only it reads (its hyper-parameters),
 what its objective logs beyond BPR's, whether it starts from a shared BPR
 warm-up, and, where it has one, which logged term is not yet in the loss.
 `config` (the `--method` choices), `fit`, `train` (history columns, inactive
-terms, epoch timing), `objectives.make_objective`, `search_space`,
-`warm_starts` (the tuner's), `warmup` and `pipeline` (the runner's) and
+terms, epoch timing), `make_objective`, `search_space`,
+`warm_starts` (the tuner's), `warmup` and `runner` (the experiment runner's) and
 `plots` read it; registering a `Method` is all a new
 objective needs to appear in `fit --method`, `history.csv`, TensorBoard and
 `tune`.
@@ -85,6 +85,15 @@ def all_methods() -> Tuple[Method, ...]:
     return tuple(_REGISTRY.values())
 
 
+def make_objective(train_config, num_train: int, retry_safe: bool = False):
+    """The `Objective` of the method named by `train_config.method`.
+    retry_safe: SharpCF's table with E + 1 slots (`TrajectoryTable`), for
+    strategies that may run a step twice (parameter-server)."""
+    if train_config.method not in _REGISTRY:
+        raise ValueError(f"unknown method {train_config.method!r}")
+    return _REGISTRY[train_config.method].build(train_config, num_train, retry_safe)
+
+
 def method_fields() -> Tuple[str, ...]:
     """Every registered method's own TrainConfig fields, each once."""
     return tuple(dict.fromkeys(f for m in _REGISTRY.values() for f in m.fields))
@@ -117,18 +126,18 @@ class Names:
 
 
 def _bpr(t, num_train, retry_safe=False):
-    from tf_sharpcf.objectives import BPR
+    from tf_sharpcf.objectives.bpr import BPR
     return BPR(l2=t.l2)
 
 
 def _apr(t, num_train, retry_safe=False):
-    from tf_sharpcf.objectives import APR
+    from tf_sharpcf.objectives.apr import APR
     return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
 
 
 def _sharpcf(t, num_train, retry_safe=False):
-    from tf_sharpcf.objectives import SharpCF
-    from tf_sharpcf.trajectory import TrajectoryTable
+    from tf_sharpcf.objectives.sharpcf import SharpCF
+    from tf_sharpcf.objectives.trajectory import TrajectoryTable
     return SharpCF(TrajectoryTable(t.window, num_train, retry_safe=retry_safe), lam=t.lam,
                    warmup_epochs=t.warmup_epochs, l2=t.l2)
 

@@ -10,10 +10,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_sharpcf.replica import global_batch_share, sum_across_replicas
-from tf_sharpcf.objectives import Objective, StepInputs
-from tf_sharpcf.optimizers import row_kernel_usable
-from tf_sharpcf.sparse import gather_rows
+from tf_sharpcf.distribute.replica import global_batch_share, sum_across_replicas
+from tf_sharpcf.objectives.base import Objective, StepInputs
+from tf_sharpcf.optim.optimizers import row_kernel_usable
+from tf_sharpcf.optim.sparse import gather_rows
 
 
 class MatrixFactorization(tf.keras.Model):
@@ -123,7 +123,7 @@ class MatrixFactorization(tf.keras.Model):
         batch after another in an in-graph loop. Under XLA the loop keeps the
         embedding tables in place across the chunk's steps, which is what makes
         an epoch fast on CPU. Under a mirrored `tf.distribute` strategy each
-        call gets one batch (`distribute.fit_input`): the cross-replica steps
+        call gets one batch (`distribute.inputs.fit_input`): the cross-replica steps
         cannot sit inside that loop. Returns the running (per-batch) means of
         the objective's logs.
         """

@@ -1,0 +1,297 @@
+"""`python -m tf_sharpcf.fit`: train BPR, APR or SharpCF and evaluate it.
+
+    python -m tf_sharpcf.fit --dataset gowalla --method sharpcf --epochs 400
+
+Flags override `--config FILE` (a JSON file as written to config.json, or the
+tuner's best_hyperparameters.json), which overrides the defaults.
+
+    python -m tf_sharpcf.fit --resume runs/latest [--epochs 600]
+
+continues an interrupted (or finished, with more --epochs) run from its last
+checkpoint, with the run's own config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
+if __name__ == "__main__":
+    tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
+from tf_sharpcf.training import run_dir
+from tf_sharpcf.cli import exits
+from tf_sharpcf.config import METHODS, OPTIMIZERS, STRATEGIES, Config
+from tf_sharpcf.errors import ConfigError
+
+DEFAULT_OUTPUT_DIR = "runs/latest"
+
+_D = Config()
+# (dest, option names, Config (section, field) or None, argparse kwargs): the
+# one table behind fit's and the tuner's flags and the flag -> field mapping.
+# Defaults are written into each help text (they come from Config, and the
+# flags' own default is None so that --config values are not overridden).
+TRAINING_FLAGS = [
+    ("config", ["--config"], None,
+     {"help": "JSON config file (config.json or best_hyperparameters.json); its data_dir is not used: "
+              "--data-dir, else $TF_SHARPCF_DATA, else the cache"}),
+    ("dataset", ["--dataset"], ("data", "dataset"),
+     {"help": f"gowalla, yelp2018, amazon-book, ml-1m, or a folder (default {_D.data.dataset})"}),
+    ("data_dir", ["--data-dir"], ("data", "data_dir"),
+     {"help": "data directory (default $TF_SHARPCF_DATA or ~/.cache/tf_sharpcf)"}),
+    ("no_download", ["--no-download"], None,
+     {"action": "store_true", "help": "never download a missing dataset"}),
+    ("method", ["--method"], ("train", "method"),
+     {"choices": METHODS, "help": f"training objective (default {_D.train.method})"}),
+    ("epochs", ["--epochs"], ("train", "epochs"),
+     {"type": int, "help": f"total epochs (default {_D.train.epochs})"}),
+    ("warmup_epochs", ["--warmup-epochs"], ("train", "warmup_epochs"),
+     {"type": int, "help": f"E_start: plain BPR epochs before APR/SharpCF (default {_D.train.warmup_epochs})"}),
+    ("window", ["--window"], ("train", "window"),
+     {"type": int, "help": f"E: SharpCF's epoch window (default {_D.train.window})"}),
+    ("lam", ["--lambda"], ("train", "lam"),
+     {"dest": "lam", "type": float, "help": f"SharpCF's λ (default {_D.train.lam})"}),
+    ("eps", ["--eps"], ("train", "eps"),
+     {"type": float, "help": f"APR's perturbation norm ρ (default {_D.train.eps})"}),
+    ("adv_weight", ["--adv-weight"], ("train", "adv_weight"),
+     {"type": float, "help": f"APR's α (default {_D.train.adv_weight})"}),
+    ("dim", ["--dim"], ("model", "dim"),
+     {"type": int, "help": f"embedding size (default {_D.model.dim})"}),
+    ("init_std", ["--init-std"], ("model", "init_std"),
+     {"type": float, "help": f"std of the normal initialiser (default {_D.model.init_std})"}),
+    ("batch_size", ["--batch-size"], ("train", "batch_size"),
+     {"type": int, "help": f"(default {_D.train.batch_size})"}),
+    ("negatives", ["--negatives"], ("train", "negatives"),
+     {"type": int, "metavar": "K", "help": f"uniform negatives per positive, BPR averaged over the K pairs "
+                                           f"(default {_D.train.negatives})"}),
+    ("lr", ["--lr"], ("train", "lr"),
+     {"type": float, "help": f"learning rate (default {_D.train.lr})"}),
+    ("optimizer", ["--optimizer"], ("train", "optimizer"),
+     {"choices": OPTIMIZERS, "help": f"(default {_D.train.optimizer})"}),
+    ("l2", ["--l2"], ("train", "l2"),
+     {"type": float, "help": f"L2 weight on the batch embeddings (default {_D.train.l2})"}),
+    ("seed", ["--seed"], ("train", "seed"),
+     {"type": int, "help": f"(default {_D.train.seed})"}),
+    ("steps_per_execution", ["--steps-per-execution"], ("train", "steps_per_execution"),
+     {"type": int, "help": "batches per call into the compiled graph (0: 128)"}),
+    ("jit_compile", ["--jit"], ("train", "jit_compile"),
+     {"dest": "jit_compile", "action": argparse.BooleanOptionalAction, "default": None,
+      "help": "XLA-compile the train step (default: on, with --strategy default only); --no-jit: slower "
+              "epochs, no compile time"}),
+    ("strategy", ["--strategy"], ("train", "strategy"),
+     {"choices": STRATEGIES, "help": f"tf.distribute: one device, every local device (mirrored), the "
+                                     f"workers in $TF_CONFIG (multi-worker), or its chief, workers and "
+                                     f"parameter servers (parameter-server); see docs/scaling.md "
+                                     f"(default {_D.train.strategy})"}),
+    ("eval_every", ["--eval-every"], ("eval", "eval_every"),
+     {"type": int, "help": f"evaluate every N epochs (default {_D.eval.eval_every})"}),
+    ("ks", ["--k"], ("eval", "ks"),
+     {"dest": "ks", "type": int, "nargs": "+", "help": f"cut-offs K (default {list(_D.eval.ks)})"}),
+    ("eval_user_batch", ["--eval-user-batch"], ("eval", "user_batch"),
+     {"type": int, "help": f"users per scoring matmul (default {_D.eval.user_batch})"}),
+    ("checkpoint_every", ["--checkpoint-every"], ("train", "checkpoint_every"),
+     {"type": int, "help": f"write checkpoints/last/ (to resume from) every N epochs and after the last; "
+                           f"0: only after the last (default {_D.train.checkpoint_every})"}),
+]
+# flag -> (section, field)
+FLAGS = {dest: field for dest, _, field, _ in TRAINING_FLAGS if field}
+# Flags that may differ from the run's config.json under --resume: the epoch
+# count, and two that leave the numbers alone: where the data is found (not
+# what it is) and how often the run is checkpointed.
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "checkpoint_every")
+# dest -> its option name where that is not --<dest with dashes>
+OPTION_NAMES = {dest: names[0] for dest, names, _, _ in TRAINING_FLAGS
+                if names[0] != "--" + dest.replace("_", "-")}
+
+
+def add_training_flags(group, skip=(), helps=None) -> None:
+    """Adds the Config flags (fit's, and the tuner's minus its search space).
+
+    group: an ArgumentParser or argument group; skip: dests (FLAGS keys, or
+    "config"/"no_download") to leave out; helps: {dest: help} replacing the
+    default help of those flags.
+    """
+    helps = dict(helps or {})
+    for dest, names, _, kwargs in TRAINING_FLAGS:
+        if dest in skip:
+            continue
+        if dest in helps:
+            kwargs = {**kwargs, "help": helps.pop(dest)}
+        group.add_argument(*names, **kwargs)
+    if helps:
+        raise ValueError(f"help for unknown or skipped flags: {sorted(helps)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0])
+    add_training_flags(p)
+    p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
+                                        "with its parents); the parent folder of one given must exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished or unfinished run in --output-dir")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its last checkpoint (its config.json; "
+                        "only --epochs may change, and only grow)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress output and no summary")
+    talk.add_argument("--verbose", action="store_true",
+                      help="one line per epoch (default: a progress bar over the epochs on a terminal, "
+                           "else a line per evaluated epoch and every few epochs)")
+    p.add_argument("--export", choices=("brute-force", "scann"),
+                   help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
+    p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
+    p.add_argument("--export-base-dir", default="savedmodels", help="TF Serving model base folder (default savedmodels)")
+    return p
+
+
+def flag_sections(args: argparse.Namespace) -> dict:
+    """The settings given as flags: {section: {field: value}}."""
+    sections = {}
+    for flag, (section, field) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections.setdefault(section, {})[field] = tuple(value) if flag == "ks" else value
+    if args.no_download:
+        sections.setdefault("data", {})["download"] = False
+    return sections
+
+
+def resume_config(args: argparse.Namespace) -> Config:
+    """The config.json of the run in --resume DIR; flags must agree with it,
+    except --epochs (which may grow), --data-dir, --no-download and
+    --checkpoint-every."""
+    if args.config:
+        raise ConfigError("invalid --config: not with --resume, which uses the run's own config.json")
+    if args.overwrite:
+        raise ConfigError("invalid --overwrite: not with --resume "
+                          "(--overwrite starts over, --resume continues)")
+    if args.output_dir is not None and Path(args.output_dir).resolve() != Path(args.resume).resolve():
+        raise ConfigError(f"invalid --output-dir: --resume continues the run in {args.resume} and writes there")
+    stored = run_dir.stored_config(Path(args.resume))
+    sections = flag_sections(args)
+    differ = []
+    for flag, (section, field) in FLAGS.items():
+        given = sections.get(section, {})
+        has = getattr(getattr(stored, section), field)
+        if flag not in RESUME_MAY_CHANGE and field in given and given[field] != has:
+            name = OPTION_NAMES.get(flag, "--" + flag.replace("_", "-"))
+            if flag == "jit_compile":
+                name = "--jit" if given[field] else "--no-jit"
+            differ.append(f"{name} (given {given[field]!r}, the run has {has!r})")
+    if differ:
+        raise ConfigError(f"invalid --resume: flags differ from {Path(args.resume) / run_dir.CONFIG}: "
+                          f"{', '.join(differ)}; only --epochs may change when resuming")
+    config = stored.replace(**sections).validate()
+    if config.train.epochs < stored.train.epochs:
+        raise ConfigError(f"invalid --epochs: the run in {args.resume} trains {stored.train.epochs} epochs; "
+                          f"--epochs may only grow when resuming, got {config.train.epochs}")
+    return config
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = _config_from_args(args)
+    if args.jit_compile is True and config.train.strategy != "default":
+        raise ConfigError(f"invalid --jit: XLA compiles the train step on one device only; under --strategy "
+                          f"{config.train.strategy} the step reaches other devices' or processes' variables "
+                          f"and runs without XLA (drop --jit)")
+    return config
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    if args.resume:
+        return resume_config(args)
+    base = Config()
+    if args.config:
+        try:
+            base = Config.from_file(args.config)
+        except ConfigError as e:
+            raise ConfigError(f"invalid --config: {e}") from None
+        # The data directory is this machine's, not the one that wrote the
+        # file: --data-dir, else $TF_SHARPCF_DATA, else the cache, as without
+        # --config (a config.json keeps what its run was given, for the record).
+        base = base.replace(data={"data_dir": None})
+    return base.replace(**flag_sections(args)).validate()
+
+
+def check_output_dir(path: Path, overwrite: bool, make_parents: bool = False) -> None:
+    """Writable (probed), and holding no run unless `overwrite`."""
+    run_dir.check_writable(path, "--output-dir", make_parents=make_parents)
+    if overwrite:
+        return
+    if run_dir.is_finished(path):
+        raise ConfigError(f"invalid --output-dir: {path} holds a finished run; "
+                          "pass --overwrite or choose another directory")
+    if run_dir.is_started(path):
+        raise ConfigError(f"invalid --output-dir: {path} holds an unfinished run; pass --resume {path} "
+                          "to continue it, --overwrite to start over, or choose another directory")
+
+
+def summary(metrics, out: Path, exported=None) -> str:
+    """What the run reached, where its files are, and what to do next."""
+    def block(name):
+        m = metrics[name]
+        return (f"{name:5s} epoch {m['epoch']}: " +
+                ", ".join(f"{k} {m[k]:.4f}" for k in m if k != "epoch"))
+    lines = ["", block("best"), block("final"),
+             f"{metrics['seconds_per_epoch']:.2f} s per epoch; files in {out}/ (metrics.json, history.csv, "
+             "checkpoints/, embeddings)", "next:"]
+    if exported is None:
+        lines.append(f"  python -m tf_sharpcf.export --run {out} --index brute-force    # a TF Serving retriever")
+    lines.append(f"  tensorboard --logdir {out}/tensorboard")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        # A worker or ps task serves the chief: it needs no run folder and no
+        # data (so `--resume DIR` works there too, without DIR).
+        config = None if args.resume else config_from_args(args)
+        if args.strategy == "parameter-server" or (config and config.train.strategy == "parameter-server"):
+            from tf_sharpcf.distribute import cluster
+            if cluster.role() != "chief":
+                cluster.serve()
+                return 0
+        config = config or config_from_args(args)
+        out = Path(args.resume or args.output_dir or DEFAULT_OUTPUT_DIR)
+        if args.resume:
+            run_dir.check_writable(out, "--resume")
+        else:
+            check_output_dir(out, args.overwrite, make_parents=args.output_dir is None)
+        from tf_sharpcf.training import train  # TensorFlow is imported only once the flags are valid
+        if args.export:
+            from tf_sharpcf.serving import export
+            from tf_sharpcf.serving.retriever import check_settings
+            check_settings(args.export, args.export_name)
+        data = train.load_data(config)
+        print(data.describe(), file=sys.stderr)
+        # One process per run folder, from here to the end of training.
+        with run_dir.run_lock(out, "--resume" if args.resume else "--output-dir"):
+            if args.resume:
+                print(f"resuming {out} after epoch {run_dir.completed_epochs(out)} of {config.train.epochs}",
+                      file=sys.stderr)
+            elif args.overwrite:
+                run_dir.clear(out)
+            else:
+                check_output_dir(out, False, make_parents=args.output_dir is None)   # again, now locked
+            metrics = train.train_and_evaluate(config, out, data,
+                                               verbose=0 if args.quiet else 2 if args.verbose else 1,
+                                               start=train.Start.resuming(bool(args.resume)))
+        exported = None
+        if args.export:
+            exported = export.export_run(out, args.export, args.export_name, base_dir=args.export_base_dir,
+                                         data=data)
+            print(f"exported {exported}", file=sys.stderr)
+        if not args.quiet:
+            print(summary(metrics, out, exported), file=sys.stderr)
+        print(json.dumps({"best": metrics["best"], "final": metrics["final"],
+                          "seconds_per_epoch": round(metrics["seconds_per_epoch"], 3)}, indent=2))
+        return 0
+    return exits.run(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The parameter-server cluster's processes: TF_CONFIG, roles, serving, local ports.
+
+`python -m tf_sharpcf.parameter_server` (or `fit` on a worker or ps task)
+starts a `tf.distribute.Server` and serves until it is stopped, or, given
+`--parent-pid` / `--timeout-s`, until that process is gone or that time has
+passed. The chief's side is `parameter_server.py`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from typing import Optional
+
+import tensorflow as tf
+
+from tf_sharpcf.training.checkpointing import LOST_PEER
+from tf_sharpcf.errors import ConfigError
+
+
+ROLES = ("chief", "worker", "ps")
+
+
+def cluster_config(environ=None) -> dict:
+    """TF_CONFIG, parsed and checked -> {"cluster": {...}, "task": {"type", "index"}}.
+
+    Raises ConfigError naming the problem: TF_CONFIG missing or not JSON, no
+    `ps` / `worker` / single `chief` task, or this task not in the cluster.
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not raw:
+        raise ConfigError("--strategy parameter-server needs TF_CONFIG naming the cluster's chief, worker "
+                          "and ps tasks and this task (docs/scaling.md)")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict):
+        raise ConfigError("TF_CONFIG has no \"cluster\" object")
+    for job in ("ps", "worker"):
+        if not cluster.get(job):
+            raise ConfigError(f"TF_CONFIG's cluster has no {job!r} tasks: --strategy parameter-server needs "
+                              f"at least one ps and one worker task, got jobs {sorted(cluster)}")
+    if len(cluster.get("chief") or []) != 1:
+        raise ConfigError("TF_CONFIG's cluster needs exactly one 'chief' task (the coordinator), got "
+                          f"{len(cluster.get('chief') or [])}")
+    unknown = sorted(set(cluster) - set(ROLES))
+    if unknown:
+        raise ConfigError(f"TF_CONFIG's cluster has jobs {unknown}; parameter-server uses only {list(ROLES)}")
+    if not isinstance(task, dict) or task.get("type") not in ROLES:
+        raise ConfigError(f"TF_CONFIG's \"task\" must name this task's type, one of {list(ROLES)}, got {task!r}")
+    index = task.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise ConfigError(f"TF_CONFIG's task index {index!r} is not in its {task['type']!r} job "
+                          f"({len(cluster[task['type']])} tasks)")
+    return {"cluster": cluster, "task": {"type": task["type"], "index": index}}
+
+
+def role(environ=None) -> str:
+    """This process's task type in TF_CONFIG: chief, worker or ps."""
+    return cluster_config(environ)["task"]["type"]
+
+
+def serve(parent_pid: Optional[int] = None, timeout_s: Optional[float] = None) -> None:
+    """Runs this worker or ps task's server (TF_CONFIG) until it is stopped.
+
+    parent_pid: exit when that process is gone; timeout_s: exit after that
+    long. Both are for tests and scripts that must not leave servers behind;
+    a real cluster's servers run until killed.
+    """
+    config = cluster_config()
+    kind, index = config["task"]["type"], config["task"]["index"]
+    if kind == "chief":
+        raise ConfigError("serve() runs a worker or ps task; the chief trains (fit)")
+    server = tf.distribute.Server(tf.train.ClusterSpec(config["cluster"]), job_name=kind, task_index=index,
+                                  protocol="grpc", start=True)
+    if parent_pid is not None or timeout_s is not None:
+        _exit_when(parent_pid, timeout_s)
+    print(f"{kind} {index} serving at {config['cluster'][kind][index]}", file=sys.stderr, flush=True)
+    server.join()
+
+
+def _exit_when(parent_pid, timeout_s) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def watch():
+        while True:
+            if parent_pid is not None and not _alive(parent_pid):
+                os._exit(0)
+            if deadline is not None and time.monotonic() > deadline:
+                os._exit(0)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_local_ports(n: int):
+    """n distinct free TCP ports on 127.0.0.1, for a cluster of local processes
+    (tests, benchmarks). All are bound at once so that they differ."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_listening(address: str, proc=None, timeout_s: float = 120) -> None:
+    """Returns once a server accepts connections at `address` ("host:port");
+    RuntimeError if `proc` (its process, if given) exits first, TimeoutError
+    after `timeout_s`."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server for {address} exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"no server listening at {address} after {timeout_s} s")
+
+
+def is_server_loss(err: BaseException) -> bool:
+    """True for the errors the coordinator raises when a parameter server is
+    gone (a lost worker is survived: its steps run again elsewhere)."""
+    return isinstance(err, LOST_PEER)
+
+
+def describe_loss(err: tf.errors.OpError) -> str:
+    """One line for a lost server: which task, if TensorFlow says (a ps task
+    before a worker named in passing), and why."""
+    text = err.message or ""
+    task = (re.search(r"/job:(ps)/replica:\d+/task:(\d+)", text) or
+            re.search(r"/job:(worker)/replica:\d+/task:(\d+)", text))
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("Graph execution error")]
+    why = lines[0][:200] if lines else type(err).__name__
+    who = f"{task.group(1)} task {task.group(2)}" if task else "a parameter server"
+    return f"the cluster lost {who} ({type(err).__name__}: {why})"

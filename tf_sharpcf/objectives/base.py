@@ -1,0 +1,105 @@
+"""The objective interface (`Objective`, `StepInputs`) and the pure loss functions it is built from.
+
+An objective is called by `MatrixFactorization.train_step` inside its tape as
+`objective(step) -> (loss, logs)`, with `step` a `StepInputs`: the batch's
+ids, its gathered embedding rows, the epoch and the table sizes; it never sees
+the model. `MatrixFactorization.embed` gathers K = 1 as [B, d] rows, so that
+the loss, its gradients and the optimizer see the one-negative graph of old,
+bit for bit. An objective names the log entries it returns in `log_names`;
+`warmup()` gives the objective to use for the first `E_start` epochs.
+"""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Tuple
+
+import tensorflow as tf
+
+
+Logs = Dict[str, tf.Tensor]
+
+
+class StepInputs(NamedTuple):
+    """What an objective gets for one batch (B rows, K negatives, d dims)."""
+    element_ids: tf.Tensor      # [B] int32: rows of the canonical training table
+    users: tf.Tensor            # [B] int32
+    pos_items: tf.Tensor        # [B] int32
+    neg_items: tf.Tensor        # [B, K] int32
+    user_emb: tf.Tensor         # [B, d] float32, gathered inside the tape
+    pos_emb: tf.Tensor          # [B, d]
+    neg_emb: tf.Tensor          # [B, K, d]; [B, d] when K = 1
+    epoch: tf.Tensor            # scalar int64 (0-based), read in the graph
+    num_users: int              # table sizes (APR's repeated-row sums)
+    num_items: int
+
+
+# ---------------------------------------------------------------------------
+# Pure functions
+
+
+def bpr_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
+    """Mean of -ln σ(ŷ_ui − ŷ_uj) over the batch's B·K (positive, negative) pairs (Eq. 3).
+
+    pos_scores: [B] float32; neg_scores: [B, K] float32 (K negatives per
+    positive), or [B] for K = 1 -> scalar. -ln σ(x) is computed as
+    softplus(-x), the same value without overflow for large |x|.
+    """
+    if len(neg_scores.shape) == 1:
+        return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores))
+    return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores[:, None]))
+
+
+def l2_penalty(user: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor) -> tf.Tensor:
+    """½ (‖e_u‖² + ‖e_i‖² + (1/K) Σ_k ‖e_jk‖²) summed over the batch, divided by B.
+
+    user, pos: [B, d]; neg: [B, K, d], or [B, d] for K = 1 -> scalar. The K
+    negative rows share one negative's weight, so the penalty per positive,
+    and a given L2 weight's strength, do not depend on K (at K = 1 it is
+    Eq. 3's usual term).
+    """
+    batch = tf.cast(tf.shape(user)[0], tf.float32)
+    sums = [tf.reduce_sum(tf.square(user)), tf.reduce_sum(tf.square(pos))]
+    if len(neg.shape) == 2:
+        sums.append(tf.reduce_sum(tf.square(neg)))
+    else:
+        sums.append(tf.reduce_sum(tf.square(neg)) / tf.cast(tf.shape(neg)[1], tf.float32))
+    return 0.5 * tf.add_n(sums) / batch
+
+
+def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Row-wise dot product (Eq. 2): [B, d], [B, d] -> [B]; [B, d], [B, K, d] -> [B, K]."""
+    if len(b.shape) == 3:
+        return tf.reduce_sum(a[:, None, :] * b, axis=2)
+    return tf.reduce_sum(a * b, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Objective objects
+
+
+class Objective(tf.Module):
+    """Base: BPR + L2 on the batch embeddings."""
+
+    log_names: Tuple[str, ...] = ("loss", "bpr_loss", "reg_loss")
+    # Whether the fused lazy-Adam CPU kernel makes this objective's epochs
+    # faster than the all-XLA step (`MatrixFactorization.compile`, row_kernel=None).
+    row_kernel_helps: bool = True
+
+    def __init__(self, l2: float = 0.0, name=None):
+        super().__init__(name=name)
+        self.l2 = float(l2)
+
+    def warmup(self) -> "Objective":
+        return self
+
+    def __call__(self, step: StepInputs) -> Tuple[tf.Tensor, Logs]:
+        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
+        pos, neg = dot(eu, ei), dot(eu, ej)
+        bpr = bpr_loss(pos, neg)
+        reg = self.l2 * l2_penalty(eu, ei, ej)
+        extra, logs = self.extra_loss(step, (pos, neg), bpr)
+        loss = bpr + reg + extra
+        return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, **logs}
+
+    def extra_loss(self, step: StepInputs, scores, bpr):
+        """scores: ([B] positive, [B, K] or [B] negative scores) -> (term, its logs)."""
+        return tf.constant(0.0), {}
