@@ -140,30 +140,13 @@ def single(args) -> dict:
 
 
 def cluster_run(args, workers: int, ps: int = 2) -> dict:
-    from tf_sharpcf.distribute.cluster import free_local_ports, wait_listening
-    ports = iter(free_local_ports(1 + workers + ps))
-    cluster = {"chief": [f"127.0.0.1:{next(ports)}"], "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
-               "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}
-
-    def env(kind, index):
-        return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
-                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
-
-    servers = {(kind, i): subprocess.Popen([sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid",
-                                            str(os.getpid()), "--timeout-s", "3600"], env=env(kind, i),
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for kind in ("ps", "worker") for i in range(len(cluster[kind]))}
-    try:
-        for (kind, i), proc in servers.items():
-            wait_listening(cluster[kind][i], proc, timeout_s=600)
-        out = _child(args, "coordinator", env("chief", 0))
-        out["ps_rss_mb"] = {f"/job:ps/replica:0/task:{i}": rss_mb(servers["ps", i].pid) for i in range(ps)}
-        out["worker_rss_mb"] = [rss_mb(servers["worker", i].pid) for i in range(workers)]
+    from tf_sharpcf.distribute.local_cluster import LocalCluster
+    with LocalCluster(workers=workers, ps=ps, wait_s=600) as cluster:
+        out = _child(args, "coordinator", cluster.env("chief", 0))
+        out["ps_rss_mb"] = {f"/job:ps/replica:0/task:{i}": rss_mb(cluster.procs["ps", i].pid) for i in range(ps)}
+        out["worker_rss_mb"] = [rss_mb(cluster.procs["worker", i].pid) for i in range(workers)]
         out["ps_shard_mb"] = {k: v / 1e6 for k, v in out.pop("shard_bytes").items()}
         return out
-    finally:
-        for proc in servers.values():
-            proc.kill()
 
 
 def _child(args, role: str, env) -> dict:

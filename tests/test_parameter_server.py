@@ -10,7 +10,6 @@ time (`--timeout-s`), and the fixtures kill them at teardown.
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,50 +24,9 @@ from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.distribute import cluster as ps_cluster
 from tf_sharpcf.distribute import parameter_server
+from tf_sharpcf.distribute.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_LIFETIME_S = 3600     # a bound; they exit with this process first
-
-
-class LocalCluster:
-    """chief (the caller), `workers` worker and `ps` parameter-server processes."""
-
-    def __init__(self, folder: Path, workers: int = 2, ps: int = 2):
-        ports = iter(ps_cluster.free_local_ports(1 + workers + ps))
-        self.cluster = {"chief": [f"127.0.0.1:{next(ports)}"],
-                        "worker": [f"127.0.0.1:{next(ports)}" for _ in range(workers)],
-                        "ps": [f"127.0.0.1:{next(ports)}" for _ in range(ps)]}
-        self.folder = folder
-        self.procs = {}
-
-    def tf_config(self, kind: str, index: int = 0) -> str:
-        return json.dumps({"cluster": self.cluster, "task": {"type": kind, "index": index}})
-
-    def start(self, kind: str, index: int) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": self.tf_config(kind, index),
-               "TF_CPP_MIN_LOG_LEVEL": "3"}
-        log = open(self.folder / f"{kind}{index}.log", "ab")
-        self.procs[kind, index] = subprocess.Popen(
-            [sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid", str(os.getpid()),
-             "--timeout-s", str(SERVER_LIFETIME_S)], env=env, stdout=log, stderr=log)
-
-    def start_all(self) -> "LocalCluster":
-        for kind in ("ps", "worker"):
-            for index in range(len(self.cluster[kind])):
-                self.start(kind, index)
-        for kind in ("ps", "worker"):
-            for index, address in enumerate(self.cluster[kind]):
-                ps_cluster.wait_listening(address, self.procs[kind, index])
-        return self
-
-    def kill(self, kind: str, index: int) -> None:
-        proc = self.procs.pop((kind, index))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        for key in list(self.procs):
-            self.kill(*key)
 
 
 # ---------------------------------------------------------------------------
