@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tf_sharpcf.errors import ConfigError
-from tf_sharpcf.analysis.experiments import load_experiment, plan, summarize
+from tf_sharpcf.analysis.experiments import load_experiment, plan, summarize, table_markdown
 from tf_sharpcf.cli.pipeline import main
 
 TOML = """
@@ -67,6 +67,26 @@ def test_summary_means_and_relative_improvement(tmp_path):
     assert s["rows"]["bpr"]["recall@20"] == pytest.approx((0.2, 0.1414213562))
     assert s["ri"]["bpr"]["recall@20"] == pytest.approx(0.25)   # 0.25 / 0.2 - 1
 
+
+
+def test_relative_improvements_of_a_chosen_method_over_chosen_baselines(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('methods = ["bpr", "apr", "sharpcf"]\nri_of = "apr"\nri_over = ["bpr"]\n')
+    exp = load_experiment(path)
+    block = lambda r: {"epoch": 1, "recall@10": r, "ndcg@10": r, "recall@20": r, "ndcg@20": r}
+    results = {f"{m}-seed0": {"final": block(v), "seconds_per_epoch": 1.0}
+               for m, v in (("bpr", 0.2), ("apr", 0.3), ("sharpcf", 0.25))}
+    s = summarize(exp, results)
+    assert list(s["ri"]) == ["bpr"] and s["ri"]["bpr"]["ndcg@20"] == pytest.approx(0.5)
+    header = table_markdown(exp, s, results).splitlines()[2]
+    assert header == "| Metric | BPR | APR | SharpCF | RI w.r.t. BPR |"
+    # the default: the last listed method over the others
+    path.write_text('methods = ["bpr", "apr", "sharpcf"]\n')
+    s = summarize(load_experiment(path), results)
+    assert list(s["ri"]) == ["bpr", "apr"] and s["ri"]["apr"]["recall@10"] == pytest.approx(0.25 / 0.3 - 1)
+    path.write_text('methods = ["bpr", "sharpcf"]\nri_of = "apr"\n')
+    with pytest.raises(ConfigError, match="ri_of 'apr' is not in methods"):
+        load_experiment(path)
 
 def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder, monkeypatch):
     path = tmp_path / "e.toml"

@@ -8,6 +8,8 @@ per-method overrides, and where each hyper-parameter came from:
     methods = ["bpr", "apr", "sharpcf"]
     seeds = [0, 1, 2]
     report = "final"                 # or "best" (best evaluated epoch on test)
+    ri_of = "sharpcf"                # relative improvements of this method (default: the last listed)
+    ri_over = ["bpr", "apr"]         # over these (default: the other listed methods)
     [common.train]
     epochs = 400
     [overrides.sharpcf.train]        # per-method Config overrides
@@ -18,7 +20,9 @@ per-method overrides, and where each hyper-parameter came from:
 `plan` expands it into one `Config` per (method, seed); `summarize` turns the
 finished runs' metrics.json files into Table 2's rows: mean ± std over seeds of
 Recall@10, NDCG@10, Recall@20, NDCG@20 and seconds per epoch, with relative
-improvements of SharpCF w.r.t. BPR and APR.
+improvements (RI) of one method over the others: by default the last listed
+over the rest, i.e. SharpCF w.r.t. BPR and APR for the paper's list. Methods
+are named by their registered labels (`methods.py`).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import tomllib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from tf_sharpcf import methods as method_registry
 from tf_sharpcf.config import METHODS, Config
 from tf_sharpcf.errors import ConfigError
 
@@ -44,6 +49,20 @@ class Experiment:
     per_method: dict
     report: str = "final"
     provenance: dict = dataclasses.field(default_factory=dict)
+    ri_of: Optional[str] = None        # None: the last of `methods`
+    ri_over: Optional[tuple] = None    # None: the other methods
+
+    @property
+    def improved(self) -> str:
+        """The method whose relative improvements the table reports."""
+        return self.ri_of if self.ri_of is not None else self.methods[-1]
+
+    @property
+    def baselines(self) -> tuple:
+        """The methods it is compared with, in table order."""
+        if self.ri_over is not None:
+            return tuple(self.ri_over)
+        return tuple(m for m in self.methods if m != self.improved)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +84,7 @@ def load_experiment(path: Path) -> Experiment:
         raise ConfigError(f"{path}: experiment file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
-    known = {"name", "dataset", "methods", "seeds", "common", "overrides", "report", "provenance"}
+    known = {"name", "dataset", "methods", "seeds", "common", "overrides", "report", "provenance", "ri_of", "ri_over"}
     bad = set(raw) - known
     if bad:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(bad))}")
@@ -85,9 +104,15 @@ def load_experiment(path: Path) -> Experiment:
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers >= 0")
+    ri_of, ri_over = raw.get("ri_of"), raw.get("ri_over")
+    if ri_of is not None and ri_of not in methods:
+        raise ConfigError(f"{path}: ri_of {ri_of!r} is not in methods")
+    if ri_over is not None and (not isinstance(ri_over, list) or not all(m in methods for m in ri_over)):
+        raise ConfigError(f"{path}: ri_over must be a list of methods of the experiment, got {ri_over!r}")
     return Experiment(name=raw.get("name", path.stem), dataset=raw.get("dataset", "gowalla"),
                       methods=tuple(methods), seeds=tuple(seeds), common=raw.get("common", {}),
-                      per_method=per_method, report=report, provenance=raw.get("provenance", {}))
+                      per_method=per_method, report=report, provenance=raw.get("provenance", {}),
+                      ri_of=ri_of, ri_over=None if ri_over is None else tuple(ri_over))
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -137,19 +162,22 @@ def summarize(exp: Experiment, results: Dict[str, dict]) -> Dict:
         row["n"] = len(runs)
         rows[method] = row
     ri = {}
-    if "sharpcf" in rows:
-        for base in ("bpr", "apr"):
-            if base in rows:
-                ri[base] = {m: rows["sharpcf"][m][0] / rows[base][m][0] - 1 for m in METRICS
+    if exp.improved in rows:
+        for base in exp.baselines:
+            if base in rows and base != exp.improved:
+                ri[base] = {m: rows[exp.improved][m][0] / rows[base][m][0] - 1 for m in METRICS
                             if rows[base][m][0] > 0}
     return {"rows": rows, "ri": ri}
+
+
+def _label(method: str) -> str:
+    return method_registry.get(method).label if method in method_registry.names() else method
 
 
 def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> str:
     rows, ri = summary["rows"], summary["ri"]
     methods = [m for m in exp.methods if m in rows]
-    header = ["Metric", *[f"{m.upper() if m != 'sharpcf' else 'SharpCF'}" for m in methods]]
-    header += [f"RI w.r.t. {b.upper()}" for b in ("bpr", "apr") if b in ri]
+    header = ["Metric", *[_label(m) for m in methods]] + [f"RI w.r.t. {_label(b)}" for b in ri]
     names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
     title = f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}"
     short = [f"{m} {rows[m]['n']}" for m in methods if rows[m]["n"] < len(exp.seeds)]
@@ -162,10 +190,10 @@ def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> 
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if rows[m]["n"] > 1 else f"{mean:.{digits}f}"
     for metric in METRICS:
         cells = [names[metric]] + [cell(m, metric) for m in methods]
-        cells += [f"{ri[b][metric]:+.2%}" for b in ("bpr", "apr") if b in ri and metric in ri[b]]
+        cells += [f"{ri[b][metric]:+.2%}" if metric in ri[b] else "-" for b in ri]
         lines.append("| " + " | ".join(cells) + " |")
     cells = ["Time per epoch (s), own epochs"] + [cell(m, "seconds_per_epoch", 2)
-                                                  for m in methods] + ["-" for b in ("bpr", "apr") if b in ri]
+                                                  for m in methods] + ["-" for b in ri]
     lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per run:", "", "| run | epoch | " + " | ".join(names[m] for m in METRICS) + " | s/epoch |",
               "|---|---|" + "---|" * (len(METRICS) + 1)]
@@ -186,7 +214,7 @@ def table_csv_rows(exp: Experiment, summary: Dict) -> List[Dict]:
         for m in (*METRICS, "seconds_per_epoch"):
             rec[f"{m}_mean"], rec[f"{m}_std"] = row[m]
         for base, values in summary["ri"].items():
-            if method == "sharpcf":
+            if method == exp.improved:
                 for m, v in values.items():
                     rec[f"ri_vs_{base}_{m}"] = v
         out.append(rec)
