@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tf_sharpcf import methods
 from tf_sharpcf.config import Config
+from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.cli.fit import main as fit_main
 from tf_sharpcf.methods import make_objective
 from tf_sharpcf.objectives.base import Objective, bpr_loss, dot, l2_penalty
@@ -49,7 +50,7 @@ def test_the_papers_methods_declare_what_their_objectives_log():
     for method in methods.all_methods():
         config = Config().replace(train={"method": method.name})
         assert make_objective(config.train, 10).log_names == method.log_names, method.name
-    assert methods.get("sharpcf").fields == ("window", "lam") and methods.get("apr").warm_start
+    assert methods.get("sharpcf").fields == ("lam", "window") and methods.get("apr").warm_start
     assert not methods.get("bpr").warm_start and methods.get("sharpcf").records_trajectory
 
 
@@ -89,3 +90,22 @@ def test_the_removed_start_keywords_name_their_replacement(tiny_folder, tmp_path
     from tf_sharpcf.training.train import train_and_evaluate
     with pytest.raises(TypeError, match="init_checkpoint, start_epoch replaced by start=Start"):
         train_and_evaluate(Config(), tmp_path / "run", init_checkpoint=tmp_path, start_epoch=3)
+
+
+def test_each_declared_parameter_reaches_fit_tune_and_validation():
+    from tf_sharpcf.cli import fit, tune
+    from tf_sharpcf.config import Config
+    from tf_sharpcf.tuning.search_space import PARAMETERS
+    fit_flags = {a for action in fit.build_parser()._actions for a in action.option_strings}
+    tune_flags = {a for action in tune.build_parser()._actions for a in action.option_strings}
+    for method in methods.all_methods():
+        for p in method.params:
+            assert p.flag in fit_flags and p.flag not in tune_flags, p
+            assert f"{p.flag}-range" in tune_flags and PARAMETERS[p.name].field == p.field, p
+            assert method.name in PARAMETERS[p.name].methods
+            bad = p.minimum - 1
+            with pytest.raises(ConfigError, match=f"invalid {p.flag}: .*got {bad!r}"):
+                Config().replace(train={p.field: bad}).validate()
+            args = fit.build_parser().parse_args([p.flag, str(p.kind(p.minimum))])
+            assert fit.config_from_args(args).train.method == Config().train.method
+            assert getattr(fit.config_from_args(args).train, p.field) == p.kind(p.minimum)

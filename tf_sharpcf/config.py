@@ -84,11 +84,9 @@ class Config:
         _check(_is_int(t.epochs) and t.epochs >= 1, "epochs", f"must be an integer >= 1, got {t.epochs!r}")
         _check(_is_int(t.warmup_epochs) and t.warmup_epochs >= 0, "warmup-epochs",
                f"must be an integer >= 0, got {t.warmup_epochs!r}")
-        _check(_is_int(t.window) and t.window >= 1, "window", f"(E) must be an integer >= 1, got {t.window!r}")
-        _check(_finite(t.lam) and t.lam >= 0, "lambda", f"must be a finite number >= 0, got {t.lam!r}")
-        _check(_finite(t.eps) and t.eps >= 0, "eps", f"(rho) must be a finite number >= 0, got {t.eps!r}")
-        _check(_finite(t.adv_weight) and t.adv_weight >= 0, "adv-weight",
-               f"(alpha) must be a finite number >= 0, got {t.adv_weight!r}")
+        for p in _methods.all_params():     # every method's own hyper-parameters (`methods.Param`)
+            problem = p.problem(getattr(t, p.field))
+            _check(problem is None, p.name.replace("_", "-"), problem)
         _check(_is_int(t.batch_size) and t.batch_size >= 1, "batch-size",
                f"must be an integer >= 1, got {t.batch_size!r}")
         _check(_is_int(t.negatives) and t.negatives >= 1, "negatives",

@@ -1,15 +1,17 @@
 """The method registry: what each training method is, declared once.
 
 A `Method` names its objective (`build`), its label and colour in tables and
-figures, the `TrainConfig` fields that only it reads (its hyper-parameters),
-what its objective logs beyond BPR's, whether it starts from a shared BPR
-warm-up, and, where it has one, which logged term is not yet in the loss.
-`config` (the `--method` choices), `fit`, `train` (history columns, inactive
-terms, epoch timing), `make_objective`, `search_space`,
-`warm_starts` (the tuner's), `warmup` and `runner` (the experiment runner's) and
-`plots` read it; registering a `Method` is all a new
-objective needs to appear in `fit --method`, `history.csv`, TensorBoard and
-`tune`.
+figures, the hyper-parameters only it reads (`Param`: field, flag,
+validation, search domain), what its objective logs beyond BPR's, whether it
+starts from a shared BPR warm-up, and, where it has one, which logged term is
+not yet in the loss. `config` (the `--method` choices and the checks),
+`fit` (the flags), `train` (history columns, inactive terms, epoch timing),
+`make_objective`, `search_space`, `warm_starts` (the tuner's), `warmup` and
+`runner` (the experiment runner's) and `plots` read it; registering a
+`Method` is all a new objective needs to appear in `fit --method`,
+`history.csv`, TensorBoard and `tune`. Flags are read when the command-line
+modules are imported, so a method with new `Param`s is registered before
+that (an objective without any may be registered at any time).
 
 TensorFlow-free: `build` imports the objectives when called, so the command
 lines can check their flags before TensorFlow loads.
@@ -17,6 +19,7 @@ lines can check their flags before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
@@ -24,11 +27,49 @@ WARMUP_METHOD = "bpr"      # what every warm_start method trains for its first w
 
 
 @dataclasses.dataclass(frozen=True)
+class Param:
+    """A hyper-parameter one method owns, declared once for every reader.
+
+    field: its `TrainConfig` field. name: `fit --NAME` and `tune --NAME-range /
+    --NAME-values / --fix NAME=...` (dashes for underscores in flags), and the
+    name in validation messages. kind: int or float; minimum: the smallest
+    valid value (a float must also be finite). help: fit's help text, before
+    "(default ...)"; symbol: the paper's symbol, named in messages. search:
+    the tuner's default domain, ("range", (lo, hi)) or ("values", (...)),
+    None to search it only when asked; search_doc: the tuner's description.
+    """
+
+    field: str
+    name: str
+    kind: type
+    minimum: float
+    help: str
+    symbol: str = ""
+    search: Optional[Tuple[str, tuple]] = None
+    search_doc: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value) -> Optional[str]:
+        """None when `value` is valid, else what is wrong (for `Config.validate`)."""
+        prefix = f"({self.symbol}) " if self.symbol else ""
+        if self.kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.minimum
+            return None if ok else f"{prefix}must be an integer >= {self.minimum}, got {value!r}"
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and value >= self.minimum)
+        return None if ok else f"{prefix}must be a finite number >= {self.minimum}, got {value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """One training method.
 
     name: the `--method` value. label, color: tables and figures.
-    fields: TrainConfig fields only this method reads (warmup_epochs aside).
+    params: the hyper-parameters only this method reads (`Param`; warmup_epochs
+      aside); `fields` are their TrainConfig fields.
     extra_logs: what the objective logs beyond `BASE_LOGS`.
     warm_start: its first `warmup_epochs` epochs are plain BPR, so runs and
       trials can branch from one shared warm-up.
@@ -42,7 +83,7 @@ class Method:
     label: str
     color: str
     build: Callable
-    fields: Tuple[str, ...] = ()
+    params: Tuple[Param, ...] = ()
     extra_logs: Tuple[str, ...] = ()
     warm_start: bool = False
     records_trajectory: bool = False
@@ -51,6 +92,10 @@ class Method:
     @property
     def log_names(self) -> Tuple[str, ...]:
         return BASE_LOGS + self.extra_logs
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(p.field for p in self.params)
 
     def inactive_terms(self, train_config) -> Callable[[int], Tuple[str, ...]]:
         """epoch (0-based) -> the logged terms not in that epoch's loss."""
@@ -97,6 +142,11 @@ def make_objective(train_config, num_train: int, retry_safe: bool = False):
 def method_fields() -> Tuple[str, ...]:
     """Every registered method's own TrainConfig fields, each once."""
     return tuple(dict.fromkeys(f for m in _REGISTRY.values() for f in m.fields))
+
+
+def all_params() -> Tuple[Param, ...]:
+    """Every registered method's own hyper-parameters, in registry order."""
+    return tuple(p for m in _REGISTRY.values() for p in m.params)
 
 
 def log_names() -> Tuple[str, ...]:
@@ -148,9 +198,22 @@ def _sharpcf_inactive(t):
     return lambda epoch: ("trajectory_loss",) if epoch < start or t.lam == 0 else ()
 
 
+APR_PARAMS = (
+    Param("eps", "eps", float, 0, "APR's perturbation norm ρ", "rho", ("range", (0.01, 1.0)),
+          "APR's perturbation norm ρ"),
+    Param("adv_weight", "adv_weight", float, 0, "APR's α", "alpha", ("range", (0.1, 10.0)),
+          "APR's adversarial weight α"),
+)
+SHARPCF_PARAMS = (
+    Param("lam", "lambda", float, 0, "SharpCF's λ", "", ("range", (1e-3, 10.0)),
+          "SharpCF's λ (the paper's Fig. 5 range)"),
+    Param("window", "window", int, 1, "E: SharpCF's epoch window", "E", ("range", (1, 7)),
+          "SharpCF's epoch window E (the paper's Fig. 6 range)"),
+)
+
 register(Method("bpr", "BPR", "tab:blue", _bpr))
-register(Method("apr", "APR", "tab:orange", _apr, fields=("eps", "adv_weight"),
+register(Method("apr", "APR", "tab:orange", _apr, params=APR_PARAMS,
                 extra_logs=("adversarial_loss",), warm_start=True))
-register(Method("sharpcf", "SharpCF", "tab:green", _sharpcf, fields=("window", "lam"),
+register(Method("sharpcf", "SharpCF", "tab:green", _sharpcf, params=SHARPCF_PARAMS,
                 extra_logs=("trajectory_loss",), warm_start=True, records_trajectory=True,
                 inactive=_sharpcf_inactive))

@@ -22,6 +22,7 @@ import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf.training import run_dir
+from tf_sharpcf import methods
 from tf_sharpcf.cli import exits
 from tf_sharpcf.config import METHODS, OPTIMIZERS, STRATEGIES, Config
 from tf_sharpcf.errors import ConfigError
@@ -49,14 +50,10 @@ TRAINING_FLAGS = [
      {"type": int, "help": f"total epochs (default {_D.train.epochs})"}),
     ("warmup_epochs", ["--warmup-epochs"], ("train", "warmup_epochs"),
      {"type": int, "help": f"E_start: plain BPR epochs before APR/SharpCF (default {_D.train.warmup_epochs})"}),
-    ("window", ["--window"], ("train", "window"),
-     {"type": int, "help": f"E: SharpCF's epoch window (default {_D.train.window})"}),
-    ("lam", ["--lambda"], ("train", "lam"),
-     {"dest": "lam", "type": float, "help": f"SharpCF's λ (default {_D.train.lam})"}),
-    ("eps", ["--eps"], ("train", "eps"),
-     {"type": float, "help": f"APR's perturbation norm ρ (default {_D.train.eps})"}),
-    ("adv_weight", ["--adv-weight"], ("train", "adv_weight"),
-     {"type": float, "help": f"APR's α (default {_D.train.adv_weight})"}),
+    # each method's own hyper-parameters, declared in its `methods.Method`
+    *[(p.field, [p.flag], ("train", p.field),
+       {"dest": p.field, "type": p.kind, "help": f"{p.help} (default {getattr(_D.train, p.field)})"})
+      for p in methods.all_params()],
     ("dim", ["--dim"], ("model", "dim"),
      {"type": int, "help": f"embedding size (default {_D.model.dim})"}),
     ("init_std", ["--init-std"], ("model", "init_std"),

@@ -20,6 +20,7 @@ from typing import List, Optional
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
+from tf_sharpcf import methods
 from tf_sharpcf.cli import fit
 from tf_sharpcf.cli import exits
 from tf_sharpcf.config import Config
@@ -32,18 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     d = Config()
     base = p.add_argument_group("training settings shared by every trial (as in fit)")
-    # The searchable ones (λ, E, ρ, α, lr, L2) are set with --fix instead; K and
-    # the batch size keep fit's flags too (--negatives-values etc. search them).
-    fit.add_training_flags(base, skip=("window", "lam", "eps", "adv_weight", "lr", "l2", "strategy", "ks"), helps={
+    # The searchable ones (every method's own, lr, L2) are set with --fix instead;
+    # K and the batch size keep fit's flags too (--negatives-values etc. search them).
+    own = tuple(q.field for q in methods.all_params())
+    fit.add_training_flags(base, skip=(*own, "lr", "l2", "strategy", "ks"), helps={
         "config": "JSON config file to start from (flags override it)",
         "epochs": f"total epochs per trial (default {d.train.epochs})",
         "warmup_epochs": f"E_start: BPR epochs, trained once and shared by trials (default {d.train.warmup_epochs})",
         "checkpoint_every": "each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
                             f"(0: only after the last; default {d.train.checkpoint_every})"})
 
-    space = p.add_argument_group("search space (defaults: lambda [0.001, 10], window [1, 7], eps [0.01, 1], "
-                                 "adv_weight [0.1, 10], lr {0.0025, 0.005, 0.01}, l2 {0.003, 0.01, 0.03}; "
-                                 "negatives and batch_size only when given)")
+    defaults = ", ".join(f"{q.name} {q.default.describe()}" for q in PARAMETERS.values() if q.default)
+    space = p.add_argument_group(f"search space (defaults: {defaults}; "
+                                 + " and ".join(q.name for q in PARAMETERS.values() if not q.default)
+                                 + " only when given)")
     for param in PARAMETERS.values():
         one = space.add_mutually_exclusive_group()
         one.add_argument(f"--{param.flag}-range", nargs=2, type=param.kind, metavar=("LO", "HI"),

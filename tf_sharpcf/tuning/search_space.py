@@ -91,10 +91,9 @@ class Parameter:
 
 
 PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
-    Parameter("lambda", "lam", float, Space.range(1e-3, 10.0), "SharpCF's λ (the paper's Fig. 5 range)"),
-    Parameter("window", "window", int, Space.range(1, 7), "SharpCF's epoch window E (the paper's Fig. 6 range)"),
-    Parameter("eps", "eps", float, Space.range(0.01, 1.0), "APR's perturbation norm ρ"),
-    Parameter("adv_weight", "adv_weight", float, Space.range(0.1, 10.0), "APR's adversarial weight α"),
+    # each method's own, declared in its `methods.Method` (`methods.Param`)
+    *[Parameter(p.name, p.field, p.kind, Space(*p.search) if p.search else None, p.search_doc)
+      for p in method_registry.all_params()],
     # lr and L2 default to log grids, not continuous ranges: every (lr, L2) pair
     # needs its own warm-up, and a grid keeps that to at most 9.
     Parameter("lr", "lr", float, Space.choice(2.5e-3, 5e-3, 1e-2), "learning rate"),
