@@ -134,3 +134,12 @@ def test_blas_scores_reach_tensorflow_without_a_copy():
     wrapped = tf.experimental.dlpack.from_dlpack(buf.__dlpack__())
     buf[1, 2] = 7.0
     assert float(wrapped[1, 2]) == 7.0
+
+
+def test_metric_names_match_what_metrics_from_hits_computes():
+    from tf_sharpcf.evaluation.metrics import column_names, is_metric, metrics_from_hits
+    hits = np.array([[True, False, True], [False, False, True]])
+    got = metrics_from_hits(hits, np.array([2, 1]), ks=(1, 3))
+    assert list(got) == column_names((1, 3)) == ["recall@1", "ndcg@1", "recall@3", "ndcg@3"]
+    assert all(is_metric(c) for c in got)
+    assert not any(is_metric(c) for c in ("loss", "eval_seconds", "recall", "recall@", "val_recall@20"))

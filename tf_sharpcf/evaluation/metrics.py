@@ -1,10 +1,27 @@
 """Metrics from ranked hits: Recall@k and NDCG@k by name, and per item-degree group.
+
+`NAMES` is the metric set: `metrics_from_hits` computes each of them at every
+cut-off K, and the history columns, the best-epoch checkpoint and the logs
+read the set from here (`column_names`, `is_metric`).
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+
+NAMES = ("recall", "ndcg")
+
+
+def column_names(ks: Sequence[int]) -> List[str]:
+    """['recall@10', 'ndcg@10', 'recall@20', ...]: every metric at every K, K-major."""
+    return [f"{m}@{k}" for k in ks for m in NAMES]
+
+
+def is_metric(column: str) -> bool:
+    """True for a metric column ('ndcg@20'), False for a loss or a time."""
+    name, at, k = column.partition("@")
+    return bool(at) and name in NAMES and k.isdigit()
 
 
 def metrics_from_hits(hits: np.ndarray, num_test: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:

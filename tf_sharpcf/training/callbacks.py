@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tf_sharpcf.training import checkpointing, run_dir
 from tf_sharpcf.errors import TrainingError
+from tf_sharpcf.evaluation.metrics import is_metric
 from tf_sharpcf.evaluation.ranking import Evaluator
 from tf_sharpcf.atomic import WriteError, atomic_save_npy, atomic_write_text
 from tf_sharpcf.optim.sparse import table_value
@@ -211,7 +212,7 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
         if self.best is not None and logs[self.monitor] <= self.best[self.monitor]:
             return
         self.best = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()
-                                            if k.startswith(("recall@", "ndcg@"))}}
+                                            if is_metric(k)}}
         checkpointing.write(self.workdir / run_dir.BEST, self.model, meta=self.best)
         users, items = run_dir.EMBEDDINGS
         atomic_save_npy(self.workdir / users, self.model.user_embedding.numpy())

@@ -34,6 +34,7 @@ from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.data.registry import load_dataset
 from tf_sharpcf.errors import TrainingError
+from tf_sharpcf.evaluation.metrics import column_names as metric_columns
 from tf_sharpcf.evaluation.ranking import Evaluator
 from tf_sharpcf.model import MatrixFactorization
 from tf_sharpcf.objectives.sharpcf import SharpCF
@@ -190,7 +191,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         elif start.checkpoint is not None:
             checkpointing.restore(start.checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
-    metric_names = [f"{m}@{k}" for k in evaluator.ks for m in ("recall", "ndcg")]
+    metric_names = metric_columns(evaluator.ks)
     history = History(workdir / run_dir.HISTORY, [*history_columns(), *metric_names, "eval_seconds"],
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=int(verbose >= 2), resume=resume,
                       inactive=inactive_terms(t))
