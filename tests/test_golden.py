@@ -6,7 +6,7 @@ TF_SHARPCF_WRITE_GOLDEN=1) before the package layout moved; a refactor that
 changes what training computes fails here. Regenerate them only for a change
 that is meant to alter the numbers, and say so in the commit.
 
-Cases: the tiny data set (30 users x 40 items, all three methods, K = 2) and,
+Cases: conftest's tiny data set (30 users x 40 items, all three methods, K = 2) and,
 when ../shared/data has it, ml-1m for 2 epochs at the default recipe (K = 4,
 d = 128, batch 8192, XLA on).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared_dataset, write_lightgcn
+from conftest import shared_dataset
 from tf_sharpcf.training import run_dir
 from tf_sharpcf.cli.fit import main
 
@@ -44,16 +44,6 @@ ML1M_CASES = {
     "ml-1m-apr": ["--method", "apr", *ML1M],
     "ml-1m-sharpcf": ["--method", "sharpcf", "--window", "1", *ML1M],
 }
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    train, test = {}, {}
-    for u in range(30):
-        items = rng.choice(40, size=8, replace=False)
-        train[u], test[u] = items[:6].tolist(), items[6:].tolist()
-    return write_lightgcn(tmp_path_factory.mktemp("data") / "tiny", train, test)
 
 
 def _history(path: Path) -> dict:
@@ -94,9 +84,9 @@ def _check(case: str, out: Path, full: bool, atol: float) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(TINY_CASES))
-def test_tiny_runs_match_golden(case, tiny, tmp_path):
+def test_tiny_runs_match_golden(case, tiny_folder, tmp_path):
     out = tmp_path / "run"
-    assert main(["--dataset", str(tiny), *TINY_CASES[case], "--output-dir", str(out)]) == 0
+    assert main(["--dataset", str(tiny_folder), *TINY_CASES[case], "--output-dir", str(out)]) == 0
     _check(case, out, full=True, atol=1e-4)
 
 

@@ -85,8 +85,10 @@ class Config:
         _check(_is_int(t.warmup_epochs) and t.warmup_epochs >= 0, "warmup-epochs",
                f"must be an integer >= 0, got {t.warmup_epochs!r}")
         for p in _methods.all_params():     # every method's own hyper-parameters (`methods.Param`)
-            problem = p.problem(getattr(t, p.field))
-            _check(problem is None, p.name.replace("_", "-"), problem)
+            value, symbol = getattr(t, p.field), f"({p.symbol}) " if p.symbol else ""
+            kind_ok, what = (_is_int(value), "an integer") if p.kind is int else (_finite(value), "a finite number")
+            _check(kind_ok and value >= p.minimum, p.name.replace("_", "-"),
+                   f"{symbol}must be {what} >= {p.minimum}, got {value!r}")
         _check(_is_int(t.batch_size) and t.batch_size >= 1, "batch-size",
                f"must be an integer >= 1, got {t.batch_size!r}")
         _check(_is_int(t.negatives) and t.negatives >= 1, "negatives",

@@ -19,7 +19,6 @@ lines can check their flags before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
@@ -33,7 +32,7 @@ class Param:
     field: its `TrainConfig` field. name: `fit --NAME` and `tune --NAME-range /
     --NAME-values / --fix NAME=...` (dashes for underscores in flags), and the
     name in validation messages. kind: int or float; minimum: the smallest
-    valid value (a float must also be finite). help: fit's help text, before
+    valid value (a float must also be finite; `Config.validate` checks it). help: fit's help text, before
     "(default ...)"; symbol: the paper's symbol, named in messages. search:
     the tuner's default domain, ("range", (lo, hi)) or ("values", (...)),
     None to search it only when asked; search_doc: the tuner's description.
@@ -51,16 +50,6 @@ class Param:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
-
-    def problem(self, value) -> Optional[str]:
-        """None when `value` is valid, else what is wrong (for `Config.validate`)."""
-        prefix = f"({self.symbol}) " if self.symbol else ""
-        if self.kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.minimum
-            return None if ok else f"{prefix}must be an integer >= {self.minimum}, got {value!r}"
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-              and value >= self.minimum)
-        return None if ok else f"{prefix}must be a finite number >= {self.minimum}, got {value!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +109,11 @@ def unregister(name: str) -> None:
 def get(name: str) -> Method:
     """The method called `name`; KeyError if none is."""
     return _REGISTRY[name]
+
+
+def label(name: str) -> str:
+    """The registered method's label in tables and figures; an unknown name as it is."""
+    return _REGISTRY[name].label if name in _REGISTRY else name
 
 
 def names() -> Tuple[str, ...]:

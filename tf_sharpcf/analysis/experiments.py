@@ -170,14 +170,10 @@ def summarize(exp: Experiment, results: Dict[str, dict]) -> Dict:
     return {"rows": rows, "ri": ri}
 
 
-def _label(method: str) -> str:
-    return method_registry.get(method).label if method in method_registry.names() else method
-
-
 def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> str:
     rows, ri = summary["rows"], summary["ri"]
     methods = [m for m in exp.methods if m in rows]
-    header = ["Metric", *[_label(m) for m in methods]] + [f"RI w.r.t. {_label(b)}" for b in ri]
+    header = ["Metric", *map(method_registry.label, methods)] + [f"RI w.r.t. {method_registry.label(b)}" for b in ri]
     names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
     title = f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}"
     short = [f"{m} {rows[m]['n']}" for m in methods if rows[m]["n"] < len(exp.seeds)]

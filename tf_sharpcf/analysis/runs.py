@@ -22,10 +22,6 @@ def warm_starts(method: str) -> bool:
     return method in methods.names() and methods.get(method).warm_start
 
 
-def _label(method: str) -> str:
-    return methods.get(method).label if method in methods.names() else method
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     """A `fit` output directory: config.json, history.csv, metrics.json (once
@@ -85,7 +81,7 @@ def load_runs(paths: Sequence) -> List[Run]:
         seen[(r.dataset, r.method)] = seen.get((r.dataset, r.method), 0) + 1
     out = []
     for r in runs:
-        name = _label(r.method)
+        name = methods.label(r.method)
         if seen[(r.dataset, r.method)] > 1:
             name = f"{name} ({r.path.name})"
         out.append(dataclasses.replace(r, label=name))
