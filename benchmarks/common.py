@@ -26,7 +26,8 @@ def add_data_flags(p: argparse.ArgumentParser, dataset: Optional[str] = "gowalla
         p.add_argument("--batch-size", type=int, default=batch_size)
 
 
-def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_kernel=None, **train):
+def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_kernel=None, pair_kernel=None,
+                   **train):
     """A fresh model (seed 0) training `method` from epoch 0 with no warm-up,
     its objective set and compiled; `train` overrides further TrainConfig
     fields (window defaults to 3). -> (model, config)."""
@@ -35,5 +36,6 @@ def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_ke
     tf.keras.utils.set_random_seed(0)
     model, objective, optimizer = build_model(config, data)
     model.set_objective(objective)
-    model.compile(optimizer=optimizer, jit_compile=jit_compile, row_kernel=row_kernel)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile, row_kernel=row_kernel, pair_kernel=pair_kernel,
+                  negatives=config.train.negatives, batch_size=config.train.batch_size)
     return model, config

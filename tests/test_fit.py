@@ -7,6 +7,7 @@ import pytest
 
 from conftest import shared_dataset, write_lightgcn
 from tf_sharpcf.cli.fit import main
+from tf_sharpcf.training import run_dir
 
 FAST = ["--dim", "8", "--batch-size", "64", "--no-jit", "--quiet"]
 
@@ -221,7 +222,7 @@ def test_a_config_moved_to_another_machine_reads_this_machines_data_dir(tmp_path
                  "--warmup-epochs", "0",
                  "--output-dir", str(first), *FAST]) == 0
     stored = json.loads((first / "config.json").read_text())
-    assert stored["data"]["data_dir"] == str(data_dir)                # what the user gave
+    assert run_dir.read_config(first).data.data_dir == str(data_dir)  # what the user gave
     moved = tmp_path / "elsewhere" / "config.json"
     moved.parent.mkdir()
     stored["data"]["data_dir"] = "/no/such/machine/data"              # as written on another machine

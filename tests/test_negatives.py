@@ -117,7 +117,13 @@ def test_k_equal_1_trains_bit_for_bit_like_the_one_negative_code(tiny_folder, me
     got = _train(data, new, squeeze=False)
     want = _train(data, old, squeeze=True)
     for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+        if method == "bpr":
+            np.testing.assert_array_equal(g, w)
+        else:
+            # APR scores its perturbed pair through one `eu + du` node
+            # (`items.perturbed`), where the one-negative code added it twice:
+            # eu's gradient sums the same three terms in another order (2e-8).
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
 
 
 def _numpy_perturbation(grads, ids, eps):

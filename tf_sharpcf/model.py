@@ -12,8 +12,17 @@ import tensorflow as tf
 
 from tf_sharpcf.distribute.replica import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives.base import Objective, StepInputs
-from tf_sharpcf.optim.optimizers import row_kernel_usable
+from tf_sharpcf.objectives.items import FusedItems, GatheredItems, ScoredItems
+from tf_sharpcf.optim import kernels
+from tf_sharpcf.optim.optimizers import row_kernel_usable, single_cpu_device
 from tf_sharpcf.optim.sparse import gather_rows
+
+# Where `compile(pair_kernel=None)` scores through the fused K-negative kernel
+# instead of the all-XLA step: K >= 8 and at least this many (row, item) pairs
+# per step, B (1 + K). Below it the un-XLA'd step's per-op overhead costs more
+# than the kernel saves (measured: docs/negatives.md).
+FUSED_MIN_NEGATIVES = 8
+FUSED_MIN_PAIRS = 65536
 
 
 class MatrixFactorization(tf.keras.Model):
@@ -41,6 +50,8 @@ class MatrixFactorization(tf.keras.Model):
         self._objective = None
         self._trackers = {}
         self._xla_gradients = None
+        self._gather_dot = None
+        self._scored_loss = None
         if objective is not None:
             self.set_objective(objective)
 
@@ -84,8 +95,18 @@ class MatrixFactorization(tf.keras.Model):
 
     # -- training ----------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", jit_compile=None, row_kernel=None, **kwargs):
-        """Keras' compile, with a choice of how the row-wise update runs.
+    def compile(self, optimizer="rmsprop", jit_compile=None, row_kernel=None, pair_kernel=None,
+                negatives=None, batch_size=None, **kwargs):
+        """Keras' compile, with a choice of how the scores and the row-wise update run.
+
+        pair_kernel: how the step scores its positives and K negatives. None
+        (auto) uses the fused K-negative kernel (`objectives/items.FusedItems`)
+        when `jit_compile` is True, `negatives` >= FUSED_MIN_NEGATIVES and
+        `batch_size` · (1 + `negatives`) >= FUSED_MIN_PAIRS, the
+        objective reads only `step.items` (`fused_items`), the tables are on
+        one CPU device and the kernel is built; True insists (all but the K
+        bound); False never. The fused step runs outside XLA, with the fused
+        lazy-Adam kernel where the optimizer can use it.
 
         row_kernel: None (auto) uses the fused CPU row kernel when
         `jit_compile` is True, `optimizers.row_kernel_usable` (LazyAdam on
@@ -98,21 +119,42 @@ class MatrixFactorization(tf.keras.Model):
         Otherwise the whole train step is XLA-compiled as asked. Call after
         `set_objective`; the `row_kernel` property says which was chosen.
         """
-        helps = self._objective is None or self._objective.row_kernel_helps
-        fused = (bool(jit_compile) and row_kernel is not False and (helps or row_kernel is True)
-                 and row_kernel_usable(tf.keras.optimizers.get(optimizer), self.distribute_strategy))
+        pairs = (pair_kernel is not False and (bool(jit_compile) or pair_kernel is True)
+                 and (pair_kernel is True or ((negatives or 1) >= FUSED_MIN_NEGATIVES
+                                              and (batch_size or 0) * (1 + negatives) >= FUSED_MIN_PAIRS))
+                 and (self._objective is None or self._objective.fused_items)
+                 and single_cpu_device(self.distribute_strategy) and kernels.gather_dot_op() is not None)
+        if pair_kernel and not pairs:
+            raise ValueError("pair_kernel=True needs an objective with fused_items, one CPU device and "
+                             "the kernel built (kernels.gather_dot_op)")
+        self._gather_dot = kernels.gather_dot_op() if pairs else None
+        usable = row_kernel_usable(tf.keras.optimizers.get(optimizer), self.distribute_strategy)
+        if pairs:
+            fused = row_kernel is not False and usable
+        else:
+            helps = self._objective is None or self._objective.row_kernel_helps
+            fused = (bool(jit_compile) and row_kernel is not False and (helps or row_kernel is True) and usable)
         if row_kernel and not fused:
             raise ValueError("row_kernel=True needs jit_compile=True and an optimizer that can use the "
                              "fused kernel (optimizers.row_kernel_usable)")
-        super().compile(optimizer=optimizer, jit_compile=False if fused else jit_compile, **kwargs)
+        super().compile(optimizer=optimizer, jit_compile=False if (fused or pairs) else jit_compile, **kwargs)
         if hasattr(self.optimizer, "row_kernel"):
             self.optimizer.row_kernel = fused
-        self._xla_gradients = tf.function(self.loss_and_gradients, jit_compile=True) if fused else None
+        self._xla_gradients = (tf.function(self.loss_and_gradients, jit_compile=True)
+                               if fused and not pairs else None)
+        scored = pairs and (self._objective is None or self._objective.scores_once)
+        self._scored_loss = (tf.function(self.loss_and_score_gradients, jit_compile=bool(jit_compile))
+                             if scored else None)
 
     @property
     def row_kernel(self) -> bool:
         """True when compiled to update through the fused CPU row kernel."""
-        return self._xla_gradients is not None
+        return bool(getattr(self.optimizer, "row_kernel", False))
+
+    @property
+    def pair_kernel(self) -> bool:
+        """True when compiled to score through the fused K-negative kernel."""
+        return self._gather_dot is not None
 
     def train_step(self, data):
         """One call of the compiled train function.
@@ -156,18 +198,60 @@ class MatrixFactorization(tf.keras.Model):
         gradients is the gradient of the global batch mean; the logs are
         combined the same way (`replica.py`).
         """
+        if self._scored_loss is not None:
+            return self.scored_step(batch)
         compute = self._xla_gradients or self.loss_and_gradients
         logs, grads = compute(batch)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return logs
 
+    def scored_step(self, batch):
+        """The fused step of an objective that scores once: the kernel's forward
+        pass, `loss_and_score_gradients` (XLA), the kernel's backward pass,
+        the update. -> logs. One CPU device only (no replica scaling)."""
+        element_ids, users, pos_items, neg_items = batch
+        eu = gather_rows(self.user_embedding, users)
+        ids = tf.concat([tf.cast(pos_items[:, None], tf.int32), tf.cast(neg_items, tf.int32)], 1)
+        # The resource op reads the table in place: a tensor read would make the
+        # update below copy the whole variable (gather_dot.cc).
+        table = self.item_embedding.handle
+        scores, sq, unique, offsets, pairs, inverse = self._gather_dot.resource(eu, table, ids)
+        logs, d_scores, d_sq, d_eu = self._scored_loss(batch, eu, scores, sq)
+        g_rows, g_values = self._gather_dot.resource_grad(eu, table, unique, offsets, pairs, inverse,
+                                                          d_scores, d_sq)
+        # Static shapes: a tf.shape of a variable would read it (a copy, once it is copy-on-read).
+        self.optimizer.apply_gradients([
+            (tf.IndexedSlices(d_eu + g_rows, users, tf.constant(self.user_embedding.shape.as_list(), tf.int64)),
+             self.user_embedding),
+            (tf.IndexedSlices(g_values, unique, tf.constant(self.item_embedding.shape.as_list(), tf.int64)),
+             self.item_embedding)])
+        return logs
+
+    def loss_and_score_gradients(self, batch, eu, scores, sq):
+        """The objective on given scores [B, 1 + K] and squared norms, computed at
+        eu [B, d] -> (logs, d loss / d scores, d sq, d eu through its own terms)."""
+        element_ids, users, pos_items, neg_items = batch
+        with tf.GradientTape() as tape:
+            tape.watch([eu, scores, sq])
+            loss, logs = self._objective(StepInputs(
+                element_ids, users, pos_items, neg_items, eu, None, None, self.epoch, self.num_users,
+                self.num_items, ScoredItems(scores, sq, eu)))
+        grads = tape.gradient(loss, [scores, sq, eu])
+        d_scores, d_sq, d_eu = (tf.zeros_like(x) if g is None else g for g, x in zip(grads, (scores, sq, eu)))
+        return logs, d_scores, d_sq, d_eu
+
     def loss_and_gradients(self, batch):
         """-> (logs, gradients of the loss w.r.t. `trainable_variables`)."""
         element_ids, users, pos_items, neg_items = batch
         with tf.GradientTape() as tape:
-            eu, ei, ej = self.embed(users, pos_items, neg_items)
+            if self._gather_dot is not None:
+                eu, ei, ej = gather_rows(self.user_embedding, users), None, None
+                items = FusedItems(self._gather_dot, self.item_embedding, pos_items, neg_items)
+            else:
+                eu, ei, ej = self.embed(users, pos_items, neg_items)
+                items = GatheredItems(ei, ej, pos_items, neg_items)
             loss, logs = self._objective(StepInputs(element_ids, users, pos_items, neg_items, eu, ei, ej,
-                                                    self.epoch, self.num_users, self.num_items))
+                                                    self.epoch, self.num_users, self.num_items, items))
             share = global_batch_share(users)
             if share is not None:
                 # A replica can get no row of an epoch's short batch: its means

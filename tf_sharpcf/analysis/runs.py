@@ -3,7 +3,6 @@ metrics) per folder, labelled by its method, and the data sets they were trained
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -14,7 +13,7 @@ from tf_sharpcf import methods
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.data.registry import load_dataset
-from tf_sharpcf.errors import DataError
+from tf_sharpcf.errors import ConfigError, DataError
 from tf_sharpcf.training import run_dir
 
 
@@ -63,13 +62,17 @@ class Run:
 
 
 def load_run(path) -> Run:
+    """The run in folder `path`; its config's data_dir a path from the working
+    directory (`run_dir.read_config`)."""
     path = Path(path)
+    for name in (run_dir.CONFIG, run_dir.HISTORY):
+        if not (path / name).is_file():
+            raise DataError(f"{path}: not a run directory (no {name})")
     try:
-        config = Config.from_stored(json.loads((path / run_dir.CONFIG).read_text()))
-        history = pd.read_csv(path / run_dir.HISTORY)
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: not a run directory (no {Path(e.filename).name})") from None
-    return Run(path, config, history, run_dir.read_metrics(path))
+        config = run_dir.read_config(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+    return Run(path, config, pd.read_csv(path / run_dir.HISTORY), run_dir.read_metrics(path))
 
 
 def load_runs(paths: Sequence) -> List[Run]:
@@ -91,8 +94,8 @@ def load_runs(paths: Sequence) -> List[Run]:
 def load_run_data(runs: Sequence[Run], data_dir: Optional[str] = None) -> Dict[str, Interactions]:
     """{dataset: Interactions} for the runs' datasets, read once each (never downloaded).
 
-    data_dir overrides the runs' config.data.data_dir (a relative one there is
-    relative to where `fit` ran)."""
+    data_dir overrides the runs' config.data.data_dir (`load_run` reads it as
+    a path from the working directory)."""
     out = {}
     for r in runs:
         if r.dataset not in out:

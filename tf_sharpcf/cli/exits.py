@@ -5,12 +5,16 @@ with the error's `exit_code` (2 for bad input, 3 for a training failure); an
 `OSError` from a write outside the atomic writers (disk full, permissions)
 prints the same way and exits 3. Anything else is a bug and keeps its stack
 trace.
+
+While the command runs, our warnings print as one line `warning: <message>`
+(`console.one_line_warnings`).
 """
 from __future__ import annotations
 
 import sys
 from typing import Callable, Optional
 
+from tf_sharpcf.cli import console
 from tf_sharpcf.errors import TfSharpCFError, TrainingError
 
 WRITE_FAILED = TrainingError.exit_code
@@ -19,7 +23,8 @@ WRITE_FAILED = TrainingError.exit_code
 def run(command: Callable[[], Optional[int]]) -> int:
     """Runs a command's body; -> its exit status (None counts as 0)."""
     try:
-        status = command()
+        with console.one_line_warnings():
+            status = command()
     except TfSharpCFError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

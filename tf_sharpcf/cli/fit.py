@@ -9,6 +9,9 @@ tuner's best_hyperparameters.json), which overrides the defaults.
 
 continues an interrupted (or finished, with more --epochs) run from its last
 checkpoint, with the run's own config.json.
+
+Progress and the summary go to stderr; the metrics go to stdout as JSON when
+stdout is not a terminal, or with --json.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf.training import run_dir
 from tf_sharpcf import methods
-from tf_sharpcf.cli import exits
+from tf_sharpcf.cli import console, exits
 from tf_sharpcf.config import METHODS, OPTIMIZERS, STRATEGIES, Config
 from tf_sharpcf.errors import ConfigError
 
@@ -136,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--verbose", action="store_true",
                       help="one line per epoch (default: a progress bar over the epochs on a terminal, "
                            "else a line per evaluated epoch and every few epochs)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout even on a "
+                   "terminal (they are printed whenever stdout is not a terminal)")
     p.add_argument("--export", choices=("brute-force", "scann"),
                    help="then export a TF Serving retriever with this item index (tf_sharpcf.export)")
     p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
@@ -284,8 +289,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"exported {exported}", file=sys.stderr)
         if not args.quiet:
             print(summary(metrics, out, exported), file=sys.stderr)
-        print(json.dumps({"best": metrics["best"], "final": metrics["final"],
-                          "seconds_per_epoch": round(metrics["seconds_per_epoch"], 3)}, indent=2))
+        if args.json or not console.stdout_is_terminal():
+            print(json.dumps({"best": metrics["best"], "final": metrics["final"],
+                              "seconds_per_epoch": round(metrics["seconds_per_epoch"], 3)}, indent=2))
         return 0
     return exits.run(run)
 

@@ -10,16 +10,21 @@ if __name__ == "__main__":
 from tf_sharpcf.cli import exits
 from tf_sharpcf.distribute import cluster
 
+
+def build_parser():
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m tf_sharpcf.parameter_server",
+                                     description="Serve this worker or ps task of TF_CONFIG.")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--timeout-s", type=float, default=None, help="exit after this many seconds")
+    return parser
+
+
 def main(argv=None) -> int:
     """`python -m tf_sharpcf.parameter_server [--parent-pid P] [--timeout-s S]`:
     serve this worker or ps task of TF_CONFIG."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m tf_sharpcf.parameter_server", description=main.__doc__)
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    parser.add_argument("--timeout-s", type=float, default=None, help="exit after this many seconds")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return exits.run(lambda: cluster.serve(args.parent_pid, args.timeout_s))
-
 
 
 if __name__ == "__main__":

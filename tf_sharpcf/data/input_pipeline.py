@@ -26,20 +26,36 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
 class NegativeSampler:
     """Uniform negatives among the items a user has not interacted with in train.
 
-    Membership is a hash-table lookup of the key `user * num_items + item`
-    (much faster than `tf.searchsorted` over the sorted keys on CPU; README,
-    Benchmarks: design measurements).
+    Membership of `user * num_items + item` in the sorted training keys is
+    tested by the `SharpcfIsPositive` CPU kernel (`optim/kernels/negatives.cc`:
+    a binary search in the row's user slice, cheap at K in the hundreds) or,
+    where it is unavailable or `kernel=False`, by a hash-table lookup (much
+    faster than `tf.searchsorted` over all keys on CPU; docs/benchmarks.md).
+    Both give the same answers, so the same negatives.
     """
 
-    def __init__(self, data: Interactions):
+    def __init__(self, data: Interactions, kernel=None):
         self.num_items = int(data.num_items)
-        keys = tf.constant(data.train_keys(), tf.int64)
-        self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0)
+        keys = data.train_keys()
+        op = None
+        if kernel is not False:
+            from tf_sharpcf.optim import kernels
+            op = kernels.is_positive_op()
+        self._op = op
+        if op is not None:
+            self.keys = tf.constant(keys, tf.int64)
+            self.table = None
+        else:
+            keys = tf.constant(keys, tf.int64)
+            self.table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0)
 
     def is_positive(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         """users: [B] int32, items: [B] or [B, K] int32 -> bool of items' shape,
         True where (user, item) is in train."""
+        if self._op is not None:
+            return self._op(tf.cast(users, tf.int32), tf.cast(items, tf.int32), self.keys,
+                            tf.constant(self.num_items, tf.int64))
         users = tf.cast(users, tf.int64)
         if items.shape.rank == 2:
             users = users[:, None]
@@ -61,16 +77,21 @@ class NegativeSampler:
             return tf.random.stateless_uniform(shape, s, minval=0, maxval=self.num_items, dtype=tf.int32)
 
         negs = draw(0)
-        bad = self.is_positive(users, negs)
+        # Round r replaces the draws that are still positives with round r's
+        # draws at the same positions; only those few are tested again.
+        bad = tf.where(self.is_positive(users, negs))           # [m, 2] positions
 
         def cond(r, negs, bad):
-            return tf.logical_and(tf.reduce_any(bad), r < _MAX_NEGATIVE_ROUNDS)
+            return tf.logical_and(tf.shape(bad)[0] > 0, r < _MAX_NEGATIVE_ROUNDS)
 
         def body(r, negs, bad):
-            negs = tf.where(bad, draw(r), negs)
-            return r + 1, negs, self.is_positive(users, negs)
+            redrawn = tf.gather_nd(draw(r), bad)
+            negs = tf.tensor_scatter_nd_update(negs, bad, redrawn)
+            still = self.is_positive(tf.gather(users, bad[:, 0]), redrawn)
+            return r + 1, negs, tf.boolean_mask(bad, still)
 
-        _, negs, _ = tf.while_loop(cond, body, (tf.constant(1), negs, bad))
+        _, negs, _ = tf.while_loop(cond, body, (tf.constant(1), negs, bad),
+                                   shape_invariants=(tf.TensorShape([]), negs.shape, tf.TensorShape([None, 2])))
         return negs
 
 

@@ -3,10 +3,12 @@
 `python -m tf_sharpcf.parameter_server` (or `fit` on a worker or ps task)
 starts a `tf.distribute.Server` and serves until it is stopped, or, given
 `--parent-pid` / `--timeout-s`, until that process is gone or that time has
-passed. The chief's side is `parameter_server.py`.
+passed. The chief's side is `parameter_server.py`; `release_nothing_at_exit`
+keeps its exit quiet.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -84,6 +86,40 @@ def serve(parent_pid: Optional[int] = None, timeout_s: Optional[float] = None) -
         _exit_when(parent_pid, timeout_s)
     print(f"{kind} {index} serving at {config['cluster'][kind][index]}", file=sys.stderr, flush=True)
     server.join()
+
+
+def release_nothing_at_exit() -> None:
+    """At this process's exit, its TensorFlow functions are not removed from
+    the cluster's servers one by one. For the chief (coordinator) of a cluster.
+
+    Why: every `tf.function` this process traced is registered on every
+    worker and ps; when Python frees one (at exit, for Keras's reference
+    cycles, after our last line), TensorFlow sends each server a
+    RemoveFunction RPC, and each one to a server that is gone (a lost
+    parameter server, a killed or restarted worker, a cluster stopped first)
+    logs three lines of `E0000 ... context.cc] Failed to remove function
+    remotely` after the run's own last message. Those removals are pointless
+    at exit: the servers drop the whole context of a coordinator that is gone.
+    This skips them the way TensorFlow's own `AtomicFunction.__del__` does
+    while its module is unloaded (`RUNTIME_FUNCTION_REFS` is None); where a
+    TensorFlow version lacks that attribute, nothing changes.
+    """
+    global _RELEASE_REGISTERED
+    if not _RELEASE_REGISTERED:
+        atexit.register(_skip_function_removal)
+        _RELEASE_REGISTERED = True
+
+
+_RELEASE_REGISTERED = False
+
+
+def _skip_function_removal() -> None:
+    try:
+        from tensorflow.python.eager.polymorphic_function import atomic_function
+    except ImportError:
+        return
+    if hasattr(atomic_function, "RUNTIME_FUNCTION_REFS"):
+        atomic_function.RUNTIME_FUNCTION_REFS = None
 
 
 def _exit_when(parent_pid, timeout_s) -> None:

@@ -9,6 +9,7 @@ after `lifetime_s`, so a crashed test leaves no process behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,11 +47,12 @@ class LocalCluster:
                 "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     def start(self, kind: str, index: int) -> None:
-        out = (open(self.log_folder / f"{kind}{index}.log", "ab") if self.log_folder is not None
-               else subprocess.DEVNULL)
-        self.procs[kind, index] = subprocess.Popen(
-            [sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid", str(os.getpid()),
-             "--timeout-s", str(self.lifetime_s)], env=self.env(kind, index), stdout=out, stderr=out)
+        log = (open(self.log_folder / f"{kind}{index}.log", "ab") if self.log_folder is not None
+               else contextlib.nullcontext(subprocess.DEVNULL))
+        with log as out:            # the server holds its own copy of the file
+            self.procs[kind, index] = subprocess.Popen(
+                [sys.executable, "-m", "tf_sharpcf.parameter_server", "--parent-pid", str(os.getpid()),
+                 "--timeout-s", str(self.lifetime_s)], env=self.env(kind, index), stdout=out, stderr=out)
 
     def start_all(self) -> "LocalCluster":
         for kind in ("ps", "worker"):
@@ -62,13 +64,24 @@ class LocalCluster:
         return self
 
     def kill(self, kind: str, index: int) -> None:
+        """Kills a server at once (SIGKILL): a lost machine, for tests."""
         proc = self.procs.pop((kind, index))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def stop(self) -> None:
-        for key in list(self.procs):
-            self.kill(*key)
+    def stop(self, wait_s: float = 10) -> None:
+        """Stops every server: SIGTERM to all, then SIGKILL to any still
+        running after `wait_s`."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for key, proc in list(self.procs.items()):
+            try:
+                proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+            del self.procs[key]
 
     def __enter__(self) -> "LocalCluster":
         return self.start_all()

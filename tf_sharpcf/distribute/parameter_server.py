@@ -48,7 +48,7 @@ import tensorflow as tf
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.data.input_pipeline import NegativeSampler, feistel_round_keys, index_permutation
-from tf_sharpcf.distribute.cluster import cluster_config
+from tf_sharpcf.distribute.cluster import cluster_config, release_nothing_at_exit
 
 
 def make_strategy() -> tf.distribute.ParameterServerStrategy:
@@ -60,6 +60,7 @@ def make_strategy() -> tf.distribute.ParameterServerStrategy:
                           f"{config['task']['type']!r} (run `serve` there)")
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     shards = len(config["cluster"]["ps"])
+    release_nothing_at_exit()      # no `Failed to remove function remotely` after our last line
     return tf.distribute.ParameterServerStrategy(
         resolver, variable_partitioner=tf.distribute.experimental.partitioners.FixedShardsPartitioner(shards))
 
@@ -82,7 +83,8 @@ class ShardedBatches(tf.Module):
         self.seed, self.negatives = int(seed), int(negatives)
         self.users = tf.Variable(data.train_users.astype("int32"), trainable=False, name="train_users")
         self.items = tf.Variable(data.train_items.astype("int32"), trainable=False, name="train_items")
-        self.sampler = NegativeSampler(data)
+        # The hash-table sampler: workers need no custom op library.
+        self.sampler = NegativeSampler(data, kernel=False)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tf_sharpcf.distribute.replica import sum_rows_over_global_batch
 from tf_sharpcf.objectives.bpr import BPR
-from tf_sharpcf.objectives.base import Objective, StepInputs, bpr_loss, dot, l2_penalty
+from tf_sharpcf.objectives.base import Objective, StepInputs, bpr_loss, item_side, l2_of_items
 
 
 def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float, num_rows=None) -> tf.Tensor:
@@ -34,6 +34,8 @@ class APR(Objective):
     """
 
     log_names = Objective.log_names + ("adversarial_loss",)
+    fused_items = True
+    scores_once = False         # it scores the perturbed rows too
 
     def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, negatives: int = 1,
                  name=None):
@@ -48,20 +50,18 @@ class APR(Objective):
         return BPR(l2=self.l2)
 
     def __call__(self, step: StepInputs):
-        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
-        users, pos_items, neg_items = step.users, step.pos_items, step.neg_items
+        eu, items = step.user_emb, item_side(step)
+        watched = list(items.watched())
         with tf.GradientTape() as inner:
-            inner.watch([eu, ei, ej])
-            bpr = bpr_loss(dot(eu, ei), dot(eu, ej))
-        gu, gi, gj = inner.gradient(bpr, [eu, ei, ej])
-        du = adversarial_perturbation(gu, users, self.eps, step.num_users)
+            inner.watch([eu, *watched])
+            pos, neg = items.evaluate(eu)
+            bpr = bpr_loss(pos, neg)
+        gu, *g_items = inner.gradient(bpr, [eu, *watched])
+        du = adversarial_perturbation(gu, step.users, self.eps, step.num_users)
         # The positive rows and all B·K negative rows, one item-table gradient.
-        batch, dim = tf.shape(ei)[0], tf.shape(ei)[1]
-        d_items = adversarial_perturbation(tf.concat([gi, tf.reshape(gj, [-1, dim])], 0),
-                                           tf.concat([pos_items, tf.reshape(neg_items, [-1])], 0),
-                                           self.eps, step.num_items)
-        di, dj = d_items[:batch], tf.reshape(d_items[batch:], tf.shape(ej))
-        adv = bpr_loss(dot(eu + du, ei + di), dot(eu + du, ej + dj))
-        reg = self.l2 * l2_penalty(eu, ei, ej)
+        moved = items.perturbed(g_items, lambda g, ids: adversarial_perturbation(g, ids, self.eps,
+                                                                                 step.num_items))
+        adv = bpr_loss(*moved.evaluate(eu + du))
+        reg = self.l2 * l2_of_items(eu, items)
         loss = bpr + reg + self.adv_weight * adv
         return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, "adversarial_loss": adv}

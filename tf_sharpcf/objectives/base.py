@@ -5,14 +5,20 @@ An objective is called by `MatrixFactorization.train_step` inside its tape as
 ids, its gathered embedding rows, the epoch and the table sizes; it never sees
 the model. `MatrixFactorization.embed` gathers K = 1 as [B, d] rows, so that
 the loss, its gradients and the optimizer see the one-negative graph of old,
-bit for bit. An objective names the log entries it returns in `log_names`;
-`warmup()` gives the objective to use for the first `E_start` epochs.
+bit for bit. The scores come from `step.items` (`items.py`): the gathered
+rows, or the fused K-negative kernel, which gathers no [B, K, d] rows (then
+`pos_emb` and `neg_emb` are None); an objective that reads only `items` sets
+`fused_items = True` and gets the kernel where the model uses it. An
+objective names the log entries it returns in `log_names`; `warmup()` gives
+the objective to use for the first `E_start` epochs.
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 import tensorflow as tf
+
+from tf_sharpcf.objectives.items import GatheredItems, negative_sq_sum
 
 
 Logs = Dict[str, tf.Tensor]
@@ -25,11 +31,19 @@ class StepInputs(NamedTuple):
     pos_items: tf.Tensor        # [B] int32
     neg_items: tf.Tensor        # [B, K] int32
     user_emb: tf.Tensor         # [B, d] float32, gathered inside the tape
-    pos_emb: tf.Tensor          # [B, d]
-    neg_emb: tf.Tensor          # [B, K, d]; [B, d] when K = 1
+    pos_emb: tf.Tensor          # [B, d]; None on the fused path
+    neg_emb: tf.Tensor          # [B, K, d]; [B, d] when K = 1; None on the fused path
     epoch: tf.Tensor            # scalar int64 (0-based), read in the graph
     num_users: int              # table sizes (APR's repeated-row sums)
     num_items: int
+    items: Any = None           # items.GatheredItems or items.FusedItems; None: gathered from pos/neg_emb
+
+
+def item_side(step: StepInputs):
+    """step.items, or the gathered rows of a `StepInputs` built without it."""
+    if step.items is not None:
+        return step.items
+    return GatheredItems(step.pos_emb, step.neg_emb, step.pos_items, step.neg_items)
 
 
 # ---------------------------------------------------------------------------
@@ -56,13 +70,14 @@ def l2_penalty(user: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor) -> tf.Tensor:
     and a given L2 weight's strength, do not depend on K (at K = 1 it is
     Eq. 3's usual term).
     """
+    return l2_of_items(user, GatheredItems(pos, neg))
+
+
+def l2_of_items(user: tf.Tensor, items) -> tf.Tensor:
+    """`l2_penalty` with the item terms from `items.sq_sums()` (gathered or
+    fused, `items.py`): user [B, d] -> scalar."""
     batch = tf.cast(tf.shape(user)[0], tf.float32)
-    sums = [tf.reduce_sum(tf.square(user)), tf.reduce_sum(tf.square(pos))]
-    if len(neg.shape) == 2:
-        sums.append(tf.reduce_sum(tf.square(neg)))
-    else:
-        sums.append(tf.reduce_sum(tf.square(neg)) / tf.cast(tf.shape(neg)[1], tf.float32))
-    return 0.5 * tf.add_n(sums) / batch
+    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(user)), *items.sq_sums()]) / batch
 
 
 def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -80,6 +95,13 @@ class Objective(tf.Module):
     """Base: BPR + L2 on the batch embeddings."""
 
     log_names: Tuple[str, ...] = ("loss", "bpr_loss", "reg_loss")
+    # Reads its scores only through `step.items` (never pos_emb / neg_emb), so
+    # the model may score through the fused K-negative kernel. A subclass that
+    # overrides `__call__` says so itself.
+    fused_items: bool = True
+    # Calls `step.items.evaluate` once, at `step.user_emb` (APR does not): the
+    # fused step may then compute the scores before the objective runs.
+    scores_once: bool = True
     # Whether the fused lazy-Adam CPU kernel makes this objective's epochs
     # faster than the all-XLA step (`MatrixFactorization.compile`, row_kernel=None).
     row_kernel_helps: bool = True
@@ -91,11 +113,16 @@ class Objective(tf.Module):
     def warmup(self) -> "Objective":
         return self
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__ and "fused_items" not in cls.__dict__:
+            cls.fused_items = False
+
     def __call__(self, step: StepInputs) -> Tuple[tf.Tensor, Logs]:
-        eu, ei, ej = step.user_emb, step.pos_emb, step.neg_emb
-        pos, neg = dot(eu, ei), dot(eu, ej)
+        eu, items = step.user_emb, item_side(step)
+        pos, neg = items.evaluate(eu)
         bpr = bpr_loss(pos, neg)
-        reg = self.l2 * l2_penalty(eu, ei, ej)
+        reg = self.l2 * l2_of_items(eu, items)
         extra, logs = self.extra_loss(step, (pos, neg), bpr)
         loss = bpr + reg + extra
         return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, **logs}

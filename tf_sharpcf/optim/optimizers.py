@@ -132,14 +132,18 @@ class LazyAdam(DirectApply, tf.keras.optimizers.Adam):
         variable.scatter_update(tf.IndexedSlices(new_rows, rows))
 
 
+def single_cpu_device(strategy) -> bool:
+    """True where the tables live on the CPU (no GPU visible) of one replica,
+    without mirrored or parameter-server variables: where the custom CPU
+    kernels may run."""
+    return (not tf.config.list_logical_devices("GPU") and strategy.num_replicas_in_sync == 1
+            and not is_mirrored(strategy) and not isinstance(strategy, tf.distribute.ParameterServerStrategy))
+
+
 def row_kernel_usable(optimizer, strategy) -> bool:
     """True where `optimizer` can update through the fused CPU kernel: a
-    LazyAdam, tables on the CPU (no GPU visible), one replica, no mirrored
-    or parameter-server variables, and the kernel built (`kernels.lazy_adam_op`)."""
-    return (isinstance(optimizer, LazyAdam) and not tf.config.list_logical_devices("GPU")
-            and strategy.num_replicas_in_sync == 1 and not is_mirrored(strategy)
-            and not isinstance(strategy, tf.distribute.ParameterServerStrategy)
-            and kernels.lazy_adam_op() is not None)
+    LazyAdam, `single_cpu_device`, and the kernel built (`kernels.lazy_adam_op`)."""
+    return isinstance(optimizer, LazyAdam) and single_cpu_device(strategy) and kernels.lazy_adam_op() is not None
 
 
 def make_optimizer(name: str, lr: float) -> tf.keras.optimizers.Optimizer:

@@ -6,6 +6,10 @@ A run folder (`fit --output-dir`) holds
   checkpoints/best/ (the best evaluated epoch), checkpoints/last/ (the
   training state to resume from), user_embeddings.npy, item_embeddings.npy.
 
+config.json names the data directory the run was given relative to the run
+folder (`write_config`), so a run folder and its data can move together;
+`read_config` turns it back into a path.
+
 Every file is written under a temporary name beside its target and renamed
 into place (`atomic.atomic_write`), so a killed process or a full disk
 leaves the previous version of each file intact. metrics.json is written last:
@@ -90,15 +94,71 @@ def completed_epochs(path: Path) -> int:
     return int(checkpointing.read_meta(folder).get("epoch", 0)) if folder else 0
 
 
+# ---------------------------------------------------------------------------
+# config.json and its data directory
+
+# A config.json data_dir that starts with this is relative to the folder of the
+# config.json. One without it was written before the mark existed and means
+# what fit was given: relative to the working directory of that fit (the
+# committed results/*/runs/*/config.json hold "../shared/data" from the
+# repository's root), or absolute.
+RUN_RELATIVE = "run:"
+
+
+def relative_path(path: Optional[str], folder: Path) -> Optional[str]:
+    """`path` (relative to the working directory, or absolute) relative to
+    `folder`, so a file in `folder` names no machine's absolute path and stays
+    true when it and `path` move together; absolute where no relative path
+    exists (another drive). None stays None.
+
+    e.g. "../shared/data" seen from /w/main, folder /w/main/runs/bpr
+    -> "../../../shared/data".
+    """
+    if path is None:
+        return None
+    target = os.path.abspath(path)
+    try:
+        return os.path.relpath(target, os.path.abspath(folder))
+    except ValueError:
+        return target
+
+
+def write_config(path: Path, config: Config) -> None:
+    """Writes `path`/config.json, its data_dir relative to `path` (`RUN_RELATIVE`)."""
+    stored = relative_path(config.data.data_dir, path)
+    if stored is not None and not os.path.isabs(stored):
+        stored = RUN_RELATIVE + stored
+    atomic_write_text(Path(path) / CONFIG, config.replace(data={"data_dir": stored}).to_json())
+
+
+def stored_data_dir(data_dir: Optional[str], path: Path) -> Optional[str]:
+    """A config.json data_dir in `path` as a path from the working directory:
+    absolute for one relative to the run (`RUN_RELATIVE`); an older one
+    unchanged (relative to the working directory, or absolute)."""
+    if data_dir is None or not data_dir.startswith(RUN_RELATIVE):
+        return data_dir
+    # normpath, not resolve: ".." must undo the folder names the path was made
+    # from, as relpath wrote it, even across a symbolic link.
+    return os.path.normpath(os.path.join(os.path.abspath(path), data_dir[len(RUN_RELATIVE):]))
+
+
+def read_config(path: Path) -> Config:
+    """The Config of `path`/config.json (`Config.from_stored`), its data_dir a
+    path from the working directory (`stored_data_dir`); ConfigError naming the
+    file if it is missing or invalid."""
+    config = Config.from_stored_file(Path(path) / CONFIG)
+    return config.replace(data={"data_dir": stored_data_dir(config.data.data_dir, path)})
+
+
 def stored_config(path: Path, flag: str = "--resume") -> Config:
-    """The run's config.json; ConfigError if `path` holds no run."""
+    """The run's config.json (`read_config`); ConfigError if `path` holds no run."""
     file = Path(path) / CONFIG
     if not Path(path).is_dir():
         raise ConfigError(f"invalid {flag}: {path} is not a directory")
     if not file.exists():
         raise ConfigError(f"invalid {flag}: {path} holds no run ({CONFIG} missing)")
     try:
-        config = Config.from_stored_file(file)
+        config = read_config(path)
     except ConfigError as e:
         raise ConfigError(f"invalid {flag}: {e}") from None
     try:
@@ -220,11 +280,11 @@ def load_embeddings(run_dir: Path) -> tuple:
 
 
 def load_config(run_dir: Path) -> Config:
-    """The run's config.json (a DataError if missing or invalid)."""
+    """The run's config.json (`read_config`; a DataError if missing or invalid)."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise DataError(f"{path}: file not found (is {run_dir} a fit run?)")
     try:
-        return Config.from_file(path)
+        return read_config(run_dir)
     except ConfigError as e:
         raise DataError(str(e)) from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -89,7 +88,7 @@ def same_run(out: Path, config: Config) -> bool:
     unchanged (`_what_counts`); a run of an edited definition starts over."""
     if not (out / run_dir.CONFIG).exists():
         return False
-    stored = Config.from_stored(json.loads((out / run_dir.CONFIG).read_text()))
+    stored = run_dir.read_config(out)
     return _what_counts(stored) == _what_counts(config)
 
 

@@ -106,7 +106,8 @@ def fit_phase(model, objective, optimizer, data: Interactions, train_config, sta
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
     fit_input = inputs.fit_input(model.distribute_strategy, data, t.batch_size, t.seed, start, end, k,
                                      t.jit_compile, t.negatives)
-    model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile,
+    model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile, negatives=t.negatives,
+                  batch_size=t.batch_size,
                   steps_per_execution=fit_input.steps_per_execution)
     return model.fit(fit_input.dataset, initial_epoch=start, epochs=end, steps_per_epoch=fit_input.steps_per_epoch,
                      callbacks=list(callbacks), verbose=0)
@@ -174,7 +175,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise run_dir.WriteError(workdir, err) from None
-    run_dir.atomic_write_text(workdir / run_dir.CONFIG, config.to_json())
+    run_dir.write_config(workdir, config)
 
     t, e = config.train, config.eval
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs an op.

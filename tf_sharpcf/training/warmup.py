@@ -103,7 +103,7 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
     if not methods.get(config.train.method).records_trajectory:   # the recording is not this method's log
         rows = [{k: v for k, v in r.items() if k != "trajectory_loss"} for r in rows]
     checkpointing.write(tmp / run_dir.LAST, model, optimizer, {**meta, "history": rows})
-    run_dir.atomic_write_text(tmp / run_dir.CONFIG, config.to_json())
+    run_dir.write_config(tmp, config)        # tmp is out's sibling: the same relative data_dir
     run_dir.remove(out)
     os.replace(tmp, out)
 

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 
+from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.training.run_dir import relative_path
 from tf_sharpcf.tuning.search_space import ALGORITHMS, PARAMETERS, Space
 from tf_sharpcf.tuning.warm_starts import MIN_RECORDED_WINDOW
 from tf_sharpcf.tuning.warm_starts import warm_starts as _warm_starts
 
 
+BEST_CONFIG = "best_hyperparameters.json"
 OBJECTIVE_K = 20
 OBJECTIVE = f"val_recall@{OBJECTIVE_K}"
 SECONDARY = f"val_ndcg@{OBJECTIVE_K}"
@@ -160,3 +163,24 @@ def check_project(settings: SearchSettings, directory: Path, project_name: str, 
         raise ConfigError(f"invalid --project-name: {project} holds a search with other settings "
                           f"({'; '.join(diff)}); pass --resume to continue it as it was, --overwrite to "
                           "start again, or another --project-name")
+
+
+# ---------------------------------------------------------------------------
+# The best configuration as a file that travels
+
+
+def write_best_config(project: Path, config: Config) -> Path:
+    """Writes `config` as `project`/best_hyperparameters.json, its data_dir
+    relative to the project folder (`run_dir.relative_path`: the file names no
+    machine's absolute path); -> the file.
+
+    The data_dir is only ever the one given with --data-dir (None: none was
+    given), and `fit --config` does not read it back: the data directory is
+    the flag, else $TF_SHARPCF_DATA, else the cache of the machine that
+    trains. It stays in the file as the record of where the search found its
+    data.
+    """
+    path = Path(project) / BEST_CONFIG
+    portable = config.replace(data={"data_dir": relative_path(config.data.data_dir, path.parent)})
+    atomic_write_text(path, portable.to_json())
+    return path

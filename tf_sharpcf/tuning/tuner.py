@@ -22,13 +22,14 @@ Files:
                                   trial_summary.json (the run on the split)
     search.json                   the search's settings (checked on a re-run)
     trials.csv, trials.md         one row per trial
-    best_hyperparameters.json     a Config dict for `fit --config`
+    best_hyperparameters.json     a Config dict for `fit --config` (data_dir relative to it)
     summary.json                  best trial, timings, warm-start saving, final metrics
     final/                        the best configuration retrained on all training data
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -50,7 +51,8 @@ from tf_sharpcf.errors import TfSharpCFError, TrainingError
 from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.tuning.search_space import PARAMETERS
 from tf_sharpcf.tuning.warm_starts import WarmStarts
-from tf_sharpcf.tuning.settings import OBJECTIVE, OBJECTIVE_K, SECONDARY, SearchSettings, check_project, project_dir
+from tf_sharpcf.tuning.settings import (OBJECTIVE, OBJECTIVE_K, SECONDARY, SearchSettings, check_project,
+                                        project_dir, write_best_config)
 from tf_sharpcf.tuning.reports import describe, timings, write_tables
 
 
@@ -218,7 +220,7 @@ def search(settings: SearchSettings, directory: Path, project_name: str, data: O
         raise TfSharpCFError(f"search finished without a completed trial; see {project}/trials.md")
     best_trial = best[0]
     best_config = settings.trial_config(best_trial.hyperparameters.values)
-    atomic_write_text(project / "best_hyperparameters.json", best_config.to_json())
+    write_best_config(project, best_config)
     best_row = next(r for r in rows if r["trial"] == best_trial.trial_id)
 
     summary = {
@@ -245,8 +247,7 @@ def retrain(config: Config, folder: Path, data: Interactions, verbose: int = 1) 
     A finished run of the same Config there is reused; an unfinished one
     continues from its checkpoints/last/.
     """
-    same = (folder / run_dir.CONFIG).exists() and \
-        Config.from_stored(json.loads((folder / run_dir.CONFIG).read_text())) == config
+    same = run_dir.is_started(folder) and _absolute(run_dir.read_config(folder)) == _absolute(config)
     if same and (folder / run_dir.METRICS).exists():
         metrics = json.loads((folder / run_dir.METRICS).read_text())
         return {"test": {"best": metrics["best"], "final": metrics["final"]}, "seconds": None, "reused": True}
@@ -260,3 +261,9 @@ def retrain(config: Config, folder: Path, data: Interactions, verbose: int = 1) 
         print(f"final retrain ({folder}): test recall@20 {metrics['final']['recall@20']:.4f}, "
               f"ndcg@20 {metrics['final']['ndcg@20']:.4f} ({seconds:.0f} s)", file=sys.stderr)
     return {"test": {"best": metrics["best"], "final": metrics["final"]}, "seconds": seconds, "reused": False}
+
+
+def _absolute(config: Config) -> Config:
+    """`config` with its data_dir (a path from the working directory) absolute."""
+    data_dir = config.data.data_dir
+    return config.replace(data={"data_dir": None if data_dir is None else os.path.abspath(data_dir)})

@@ -1,9 +1,12 @@
 """Custom CPU kernels, compiled from source on first use and cached.
 
-`lazy_adam_op()` returns the `SharpcfLazyAdam` op (see lazy_adam.cc), or None
-when it cannot be built here: no C++ compiler, a failed build, or
-`TF_SHARPCF_KERNELS=0` in the environment. Callers then use their pure
-TensorFlow path, which computes the same update.
+`lazy_adam_op()` returns the `SharpcfLazyAdam` op (see lazy_adam.cc),
+`gather_dot_op()` the `SharpcfGatherDot` ops with their registered gradients
+(see gather_dot.cc and `gather_dot.py`) and `is_positive_op()` the sampler's
+membership test (negatives.cc), or None when they cannot be built here: no
+C++ compiler, a failed build, or `TF_SHARPCF_KERNELS=0` in the environment.
+Callers then use their pure TensorFlow path, which computes the same numbers.
+Both ops live in one shared library built from `_SOURCES`.
 
 The shared library is built with the compile and link flags TensorFlow
 reports (`tf.sysconfig`) into `$TF_SHARPCF_KERNEL_CACHE` (default
@@ -26,7 +29,7 @@ from typing import List
 
 import tensorflow as tf
 
-_SOURCE = Path(__file__).with_name("lazy_adam.cc")
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("lazy_adam.cc", "gather_dot.cc", "negatives.cc"))
 ENV_SWITCH = "TF_SHARPCF_KERNELS"
 ENV_CACHE = "TF_SHARPCF_KERNEL_CACHE"
 
@@ -44,16 +47,16 @@ def _cpu_flags() -> List[str]:
 
 def _command(output: Path) -> List[str]:
     cxx = os.environ.get("CXX", "g++")
-    return [cxx, "-shared", "-fPIC", "-O3", "-fno-math-errno", "-w", *_cpu_flags(), str(_SOURCE),
+    return [cxx, "-shared", "-fPIC", "-O3", "-fno-math-errno", "-w", *_cpu_flags(), *map(str, _SOURCES),
             "-o", str(output), *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
 
 
 def library_path() -> Path:
     """Where this source, TensorFlow and CPU's build lives (built or not)."""
-    key = hashlib.sha256(_SOURCE.read_bytes())
+    key = hashlib.sha256(b"".join(source.read_bytes() for source in _SOURCES))
     key.update(" ".join([tf.__version__, *_command(Path("x"))]).encode())
     cache = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "tf_sharpcf" / "kernels")
-    return cache / f"lazy_adam-{key.hexdigest()[:16]}.so"
+    return cache / f"kernels-{key.hexdigest()[:16]}.so"
 
 
 def build(path: Path) -> None:
@@ -64,24 +67,51 @@ def build(path: Path) -> None:
     try:
         done = subprocess.run(_command(Path(tmp)), capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"building {_SOURCE.name} failed:\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"building {', '.join(s.name for s in _SOURCES)} failed:\n{done.stderr[-2000:]}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-@functools.lru_cache(maxsize=None)
-def lazy_adam_op():
-    """The SharpcfLazyAdam op, or None where it cannot be built (warns once)."""
+def _library(what: str):
+    """The loaded library, or None where it cannot be built (warns, naming `what`)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     try:
         path = library_path()
         if not path.exists():
             build(path)
-        return tf.load_op_library(str(path)).sharpcf_lazy_adam
+        return tf.load_op_library(str(path))
     except (OSError, RuntimeError, tf.errors.OpError) as err:
-        warnings.warn(f"the fused lazy-Adam CPU kernel is unavailable, using TensorFlow ops "
-                      f"(1.3-1.5x slower BPR epochs on CPU): {err}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"the {what} CPU kernel is unavailable, using TensorFlow ops: {err}",
+                      RuntimeWarning, stacklevel=3)
         return None
+
+
+@functools.lru_cache(maxsize=None)
+def lazy_adam_op():
+    """The SharpcfLazyAdam op, or None where it cannot be built (warns once)."""
+    library = _library("fused lazy-Adam (1.3-1.5x faster BPR epochs)")
+    return None if library is None else library.sharpcf_lazy_adam
+
+
+@functools.lru_cache(maxsize=None)
+def gather_dot_op():
+    """`gather_dot.Ops`: SharpcfGatherDot (called directly), its resource-variable
+    twin and its backward op, the gradients registered; or None where they
+    cannot be built."""
+    library = _library("K-negative scoring")
+    if library is None:
+        return None
+    from tf_sharpcf.optim.kernels import gather_dot
+    gather_dot.register_gradient(library)
+    return gather_dot.Ops(library.sharpcf_gather_dot, library.sharpcf_resource_gather_dot,
+                          library.sharpcf_resource_gather_dot_grad)
+
+
+@functools.lru_cache(maxsize=None)
+def is_positive_op():
+    """The SharpcfIsPositive op (the sampler's membership test), or None."""
+    library = _library("negative sampler's membership")
+    return None if library is None else library.sharpcf_is_positive

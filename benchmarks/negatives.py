@@ -1,0 +1,115 @@
+"""Seconds per epoch against K: the fused K-negative kernel against the all-XLA step.
+
+    python -m benchmarks.negatives --dataset gowalla --data-dir ../shared/data \\
+        --negatives 1 4 16 64 256 --batch-sizes 256 8192 --optimizers sgd lazyadam --json out.json
+
+For every (optimizer, batch, K) it builds BPR (and `--methods` others) twice,
+scoring through the fused kernel ("fused") and through gathered rows in the
+XLA step ("xla"), and times `--fraction` of an epoch of each, interleaved
+(fused, xla, fused, xla, ...: the machine is shared, so ratios are taken
+within one run), after one untimed warm-up stretch that includes the
+compilation. Seconds per epoch are extrapolated from the timed stretch (best
+of `--repeats`). Also the process's peak RSS. The sampler runs in the
+pipeline as in `fit` and its time is included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import tf_sharpcf  # noqa: F401
+import tensorflow as tf
+
+from benchmarks.common import add_data_flags, compiled_model
+from tf_sharpcf.data.input_pipeline import training_dataset
+from tf_sharpcf.data.registry import load_dataset
+from tf_sharpcf.training.callbacks import EpochCounter
+
+CHUNK = 8        # batches per call into the graph
+
+
+def _runner(data, method, args, batch, k, optimizer, fused):
+    model, _ = compiled_model(data, method, args.dim, batch_size=batch, optimizer=optimizer, negatives=k,
+                              lr=args.lr[optimizer], pair_kernel=fused)
+    if fused and not model.pair_kernel:
+        raise SystemExit("the fused K-negative kernel is unavailable here (kernels.gather_dot_op)")
+    chunks = max(1, round(args.fraction * data.num_train / (batch * CHUNK)))
+    positives = chunks * CHUNK * batch
+    epoch = [0]
+
+    def run() -> float:
+        epoch[0] += 1
+        ds = training_dataset(data, batch, 0, epoch[0], epoch[0] + 1, batches_per_chunk=CHUNK,
+                              negatives=k).take(chunks).cache()
+        for _ in ds:        # sample before the clock starts
+            pass
+        start = time.perf_counter()
+        model.fit(ds, initial_epoch=epoch[0], epochs=epoch[0] + 1, steps_per_epoch=chunks,
+                  callbacks=[EpochCounter()], verbose=0)
+        return (time.perf_counter() - start) * data.num_train / positives
+
+    return model, run
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_flags(p, methods=True, batch_size=8192)
+    p.add_argument("--negatives", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 8192])
+    p.add_argument("--optimizers", nargs="+", default=["sgd", "lazyadam"])
+    p.add_argument("--fraction", type=float, default=0.05, help="share of an epoch timed per repeat")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--xla-max-negatives", type=int, default=64,
+                   help="skip the all-XLA step above this K ([B, K, d] tensors: slow and large)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    args.lr = {"sgd": 12.8, "lazyadam": 5e-3, "adagrad": 0.05}
+    data = load_dataset(args.dataset, args.data_dir)
+    rows = []
+    for optimizer in args.optimizers:
+        for batch in args.batch_sizes:
+            for k in args.negatives:
+                for method in args.methods.split(","):
+                    kinds = [("fused", True)] + ([("xla", False)] if k <= args.xla_max_negatives else [])
+                    runners = {name: _runner(data, method, args, batch, k, optimizer, f) for name, f in kinds}
+                    for _, run in runners.values():
+                        run()                                   # compile, warm up
+                    times = {name: [] for name in runners}
+                    for _ in range(args.repeats):
+                        for name, (_, run) in runners.items():
+                            times[name].append(run())
+                    row = {"optimizer": optimizer, "batch_size": batch, "negatives": k, "method": method,
+                           **{f"{n}_s_per_epoch": round(min(t), 3) for n, t in times.items()},
+                           "row_kernel": runners["fused"][0].row_kernel}
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+    base = {(r["optimizer"], r["batch_size"], r["method"]): r["fused_s_per_epoch"] for r in rows
+            if r["negatives"] == min(args.negatives)}
+    for r in rows:
+        r["fused_vs_fused_k_min"] = round(r["fused_s_per_epoch"] / base[r["optimizer"], r["batch_size"],
+                                                                          r["method"]], 2)
+        if "xla_s_per_epoch" in r:
+            r["xla_vs_fused"] = round(r["xla_s_per_epoch"] / r["fused_s_per_epoch"], 2)
+    out = {"dataset": args.dataset, "dim": args.dim, "fraction": args.fraction, "repeats": args.repeats,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "host": platform.node(), "cpus": len(tf.config.list_logical_devices("CPU")),
+           "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    print(f"{'opt':9} {'batch':>5} {'K':>4} {'method':8} {'fused s/ep':>10} {'xla s/ep':>9} {'xla/fused':>9} "
+          f"{'vs K_min':>8}")
+    for r in rows:
+        print(f"{r['optimizer']:9} {r['batch_size']:5d} {r['negatives']:4d} {r['method']:8} "
+              f"{r['fused_s_per_epoch']:10.2f} {r.get('xla_s_per_epoch', float('nan')):9.2f} "
+              f"{r.get('xla_vs_fused', float('nan')):9.2f} {r['fused_vs_fused_k_min']:8.2f}")
+    print(f"peak RSS {out['peak_rss_mb']} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The item side of a step: the positive and negative scores an objective trains on.
+
+An objective asks `step.items.evaluate(user_rows)` for the batch's scores,
+`sq_sums()` for the items' L2 terms, and APR asks `perturbed(...)` for the
+scores at rows moved by Δ. Two implementations of that one contract:
+
+* `GatheredItems`: the positive rows [B, d] and the negative rows [B, K, d]
+  gathered by the model (plain TensorFlow; compiles under XLA). BPR's and
+  SharpCF's graph of old, bit for bit; APR's within float rounding (2e-8).
+* `FusedItems`: the fused K-negative kernel (`optim/kernels/gather_dot.cc`)
+  over the item table and the ids [B, 1 + K], column 0 the positive. No
+  [B, K, d] tensor is built, forward or backward: each distinct item row is
+  read once per pass and its gradient is one summed row (`tf.IndexedSlices`
+  over the distinct ids). It runs outside XLA.
+* `ScoredItems`: scores the kernel computed before the objective ran, for an
+  objective that scores once, at `step.user_emb` (`Objective.scores_once`):
+  the model then runs the objective and its gradient w.r.t. the scores under
+  XLA, between the kernel's forward and backward passes.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import tensorflow as tf
+
+from tf_sharpcf.optim.kernels.gather_dot import fused
+
+# perturb(grads [n, d], ids [n]) -> Δ [n, d]: APR's per-row step (apr.py)
+Perturb = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+class ItemScores(NamedTuple):
+    pos: tf.Tensor              # [B] ŷ_ui
+    neg: tf.Tensor              # [B, K] ŷ_uj ([B] on the gathered K = 1 graph)
+
+
+def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """[B, d] · [B, d] -> [B]; [B, d] · [B, K, d] -> [B, K] (base.dot)."""
+    if len(b.shape) == 3:
+        return tf.reduce_sum(a[:, None, :] * b, axis=2)
+    return tf.reduce_sum(a * b, axis=1)
+
+
+def negative_sq_sum(neg_emb: tf.Tensor) -> tf.Tensor:
+    """Σ ‖e_jk‖² over the batch, divided by K for [B, K, d] ([B, d]: K = 1)."""
+    if len(neg_emb.shape) == 2:
+        return tf.reduce_sum(tf.square(neg_emb))
+    return tf.reduce_sum(tf.square(neg_emb)) / tf.cast(tf.shape(neg_emb)[1], tf.float32)
+
+
+class GatheredItems:
+    """Scores from gathered rows: pos_emb [B, d], neg_emb [B, K, d] or [B, d]."""
+
+    def __init__(self, pos_emb: tf.Tensor, neg_emb: tf.Tensor, pos_items=None, neg_items=None):
+        self.pos_emb, self.neg_emb = pos_emb, neg_emb
+        self.pos_items, self.neg_items = pos_items, neg_items
+
+    def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
+        return ItemScores(_dot(user_rows, self.pos_emb), _dot(user_rows, self.neg_emb))
+
+    def sq_sums(self) -> List[tf.Tensor]:
+        """[Σ_b ‖e_i‖², Σ_b Σ_k ‖e_jk‖² / K]: `base.l2_penalty`'s item terms."""
+        return [tf.reduce_sum(tf.square(self.pos_emb)), negative_sq_sum(self.neg_emb)]
+
+    def watched(self) -> Sequence[tf.Tensor]:
+        """What an inner tape differentiates to get the items' row gradients."""
+        return [self.pos_emb, self.neg_emb]
+
+    def perturbed(self, grads: Sequence[tf.Tensor], perturb: Perturb) -> "GatheredItems":
+        """The rows moved by Δ = perturb(row grads, ids), the positive and
+        all B·K negative rows as one item table (repeated rows summed)."""
+        gi, gj = grads
+        batch, dim = tf.shape(self.pos_emb)[0], tf.shape(self.pos_emb)[1]
+        delta = perturb(tf.concat([gi, tf.reshape(gj, [-1, dim])], 0),
+                        tf.concat([self.pos_items, tf.reshape(self.neg_items, [-1])], 0))
+        di, dj = delta[:batch], tf.reshape(delta[batch:], tf.shape(self.neg_emb))
+        return GatheredItems(self.pos_emb + di, self.neg_emb + dj)
+
+
+class FusedItems:
+    """Scores from the fused kernel `op` over `table` [N, d] and the ids.
+
+    pos_items [B], neg_items [B, K]; `delta` (internal, from `perturbed`):
+    ([M, d] Δ rows, [B, 1 + K] their index per pair) added to the item rows.
+    """
+
+    def __init__(self, op, table: tf.Tensor, pos_items: tf.Tensor, neg_items: tf.Tensor,
+                 delta: Optional[tuple] = None):
+        self.op, self.table, self.delta = op, table, delta
+        self.ids = tf.concat([tf.cast(pos_items[:, None], tf.int32), tf.cast(neg_items, tf.int32)], 1)
+        self._clean = None
+
+    def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
+        out = fused(self.op, user_rows, self.table, self.ids)
+        if self._clean is None:
+            self._clean = out
+        scores = out.scores
+        if self.delta is not None:
+            rows, index = self.delta
+            scores = scores + fused(self.op, user_rows, rows, index).scores
+        return ItemScores(scores[:, 0], scores[:, 1:])
+
+    def sq_sums(self) -> List[tf.Tensor]:
+        """The item L2 terms of the first `evaluate`'s rows (the kernel's sq_norms)."""
+        if self._clean is None:
+            raise ValueError("sq_sums() needs the scores of an evaluate() first")
+        sq = self._clean.sq_norms
+        k = tf.cast(tf.shape(sq)[1] - 1, tf.float32)
+        return [tf.reduce_sum(sq[:, 0]), tf.reduce_sum(sq[:, 1:]) / k]
+
+    def watched(self) -> Sequence[tf.Tensor]:
+        return [self.table]
+
+    def perturbed(self, grads: Sequence[tf.Tensor], perturb: Perturb) -> "FusedItems":
+        """grads: [IndexedSlices over the distinct ids of the last `evaluate`];
+        Δ per distinct item row, added to every pair that holds it."""
+        (g,) = grads
+        if self._clean is None:
+            raise ValueError("perturbed() needs the scores of an evaluate() first")
+        if isinstance(g, tf.IndexedSlices):
+            # One evaluate() in the tape: its gradient is one row per distinct id, in `unique` order.
+            tf.debugging.assert_equal(tf.shape(g.indices), tf.shape(self._clean.unique),
+                                      message="the table was scored more than once in the tape")
+            values = tf.convert_to_tensor(g.values)
+        else:
+            values = tf.gather(tf.convert_to_tensor(g), self._clean.unique)
+        delta = perturb(values, self._clean.unique)
+        out = FusedItems(self.op, self.table, self.ids[:, 0], self.ids[:, 1:],
+                         delta=(tf.stop_gradient(delta), self._clean.inverse))
+        return out
+
+
+class ScoredItems:
+    """Given scores [B, 1 + K] (column 0 the positive) and squared norms, both
+    computed at `user_rows` [B, d]; `evaluate` accepts only those rows."""
+
+    def __init__(self, scores: tf.Tensor, sq_norms: tf.Tensor, user_rows: tf.Tensor):
+        self.scores, self.sq_norms, self.user_rows = scores, sq_norms, user_rows
+
+    def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
+        if user_rows is not self.user_rows:
+            raise ValueError("these scores were computed at step.user_emb only: an objective that "
+                             "scores other rows must set scores_once = False")
+        return ItemScores(self.scores[:, 0], self.scores[:, 1:])
+
+    def sq_sums(self) -> List[tf.Tensor]:
+        k = tf.cast(tf.shape(self.sq_norms)[1] - 1, tf.float32)
+        return [tf.reduce_sum(self.sq_norms[:, 0]), tf.reduce_sum(self.sq_norms[:, 1:]) / k]
