@@ -3,11 +3,10 @@
     python -m benchmarks.negatives --dataset gowalla --data-dir ../shared/data \\
         --negatives 1 4 16 64 256 --batch-sizes 256 8192 --optimizers sgd lazyadam --json out.json
 
-For every (optimizer, batch, K) it builds BPR (and `--methods` others) twice,
-scoring through the fused kernel ("fused") and through gathered rows in the
-XLA step ("xla"), and times `--fraction` of an epoch of each, interleaved
-(fused, xla, fused, xla, ...: the machine is shared, so ratios are taken
-within one run), after one untimed warm-up stretch that includes the
+For every (optimizer, batch, K) it builds each of `--methods` twice, scoring
+through the fused kernel ("fused") and through gathered rows in the XLA step
+("xla"), and times `--fraction` of an epoch of each, all of them interleaved
+(the machine is shared, so ratios are taken within one run), after one untimed warm-up stretch that includes the
 compilation. Seconds per epoch are extrapolated from the timed stretch (best
 of `--repeats`). Also the process's peak RSS. The sampler runs in the
 pipeline as in `fit` and its time is included.
@@ -73,18 +72,20 @@ def main(argv=None) -> int:
     for optimizer in args.optimizers:
         for batch in args.batch_sizes:
             for k in args.negatives:
+                # every method and kind of this (optimizer, batch, K), interleaved
+                kinds = [("fused", True)] + ([("xla", False)] if k <= args.xla_max_negatives else [])
+                runners = {(method, name): _runner(data, method, args, batch, k, optimizer, f)
+                           for method in args.methods.split(",") for name, f in kinds}
+                for _, run in runners.values():
+                    run()                                   # compile, warm up
+                times = {key: [] for key in runners}
+                for _ in range(args.repeats):
+                    for key, (_, run) in runners.items():
+                        times[key].append(run())
                 for method in args.methods.split(","):
-                    kinds = [("fused", True)] + ([("xla", False)] if k <= args.xla_max_negatives else [])
-                    runners = {name: _runner(data, method, args, batch, k, optimizer, f) for name, f in kinds}
-                    for _, run in runners.values():
-                        run()                                   # compile, warm up
-                    times = {name: [] for name in runners}
-                    for _ in range(args.repeats):
-                        for name, (_, run) in runners.items():
-                            times[name].append(run())
                     row = {"optimizer": optimizer, "batch_size": batch, "negatives": k, "method": method,
-                           **{f"{n}_s_per_epoch": round(min(t), 3) for n, t in times.items()},
-                           "row_kernel": runners["fused"][0].row_kernel}
+                           **{f"{n}_s_per_epoch": round(min(times[method, n]), 3) for n, _ in kinds},
+                           "row_kernel": runners[method, "fused"][0].row_kernel}
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
     base = {(r["optimizer"], r["batch_size"], r["method"]): r["fused_s_per_epoch"] for r in rows

@@ -2,7 +2,7 @@
 their tables (the figures themselves are not asserted: they live in README)."""
 import json
 
-from benchmarks import epoch_time, step_time
+from benchmarks import epoch_time, negatives, step_time
 from tf_sharpcf.optim import kernels
 
 
@@ -27,6 +27,20 @@ def test_epoch_time_at_k_negatives_against_one(tiny_folder, tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results["negatives"] == 3 and set(results["methods"]) == {"bpr", "apr", "bpr@k1"}
     assert results["bpr/bpr@k1"] > 0
+
+
+def test_negatives_times_fused_and_gathered_steps(tiny_folder, tmp_path, capsys):
+    if kernels.gather_dot_op() is None:
+        import pytest
+        pytest.skip("the fused K-negative kernel cannot be built here")
+    out = tmp_path / "neg.json"
+    negatives.main(["--dataset", str(tiny_folder), "--dim", "4", "--methods", "bpr,sharpcf", "--negatives", "1", "8",
+                    "--batch-sizes", "16", "--optimizers", "sgd", "--fraction", "0.5", "--repeats", "1",
+                    "--json", str(out)])
+    assert "fused s/ep" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["method"], r["negatives"]) for r in rows} == {(m, k) for m in ("bpr", "sharpcf") for k in (1, 8)}
+    assert all(r["fused_s_per_epoch"] > 0 and r["xla_s_per_epoch"] > 0 for r in rows)
 
 
 def test_step_time_prints_every_variant(tiny_folder, capsys):
