@@ -111,8 +111,11 @@ def test_the_committed_runs_still_name_their_data_from_the_repository_root(monke
     monkeypatch.chdir(REPO)
     for path in runs:
         raw = json.loads(path.read_text())["data"]["data_dir"]
-        assert raw is None or not raw.startswith(run_dir.RUN_RELATIVE), path
-        assert load_run(path.parent).config.data.data_dir == raw
+        got = load_run(path.parent).config.data.data_dir
+        if raw is not None and raw.startswith(run_dir.RUN_RELATIVE):     # written since the marker
+            assert Path(got) == (REPO.parent / "shared" / "data").absolute(), path
+        else:                                                           # the old form, as it was
+            assert got == raw, path
     relative = [p for p in runs if json.loads(p.read_text())["data"]["data_dir"] == "../shared/data"]
     if relative and (REPO.parent / "shared" / "data").is_dir():
         run = relative[0].parent
