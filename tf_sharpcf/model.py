@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tf_sharpcf.distribute.replica import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives.base import Objective, StepInputs
-from tf_sharpcf.objectives.items import FusedItems, GatheredItems, ScoredItems
+from tf_sharpcf.objectives.items import FusedItems, GatheredItems, ScoredItems, pair_ids
 from tf_sharpcf.optim import kernels
 from tf_sharpcf.optim.optimizers import row_kernel_usable, single_cpu_device
 from tf_sharpcf.optim.sparse import gather_rows
@@ -105,8 +105,12 @@ class MatrixFactorization(tf.keras.Model):
         `batch_size` · (1 + `negatives`) >= FUSED_MIN_PAIRS, the
         objective reads only `step.items` (`fused_items`), the tables are on
         one CPU device and the kernel is built; True insists (all but the K
-        bound); False never. The fused step runs outside XLA, with the fused
-        lazy-Adam kernel where the optimizer can use it.
+        bound); False never. For an objective that scores once (`scores_once`)
+        the step is the kernel's forward pass, the objective and its gradient
+        w.r.t. the scores as one XLA function (`loss_and_score_gradients`),
+        then the kernel's backward pass (`scored_step`); otherwise (APR) the
+        whole step runs outside XLA. Both use the fused lazy-Adam kernel where
+        the optimizer can use it.
 
         row_kernel: None (auto) uses the fused CPU row kernel when
         `jit_compile` is True, `optimizers.row_kernel_usable` (LazyAdam on
@@ -211,7 +215,7 @@ class MatrixFactorization(tf.keras.Model):
         the update. -> logs. One CPU device only (no replica scaling)."""
         element_ids, users, pos_items, neg_items = batch
         eu = gather_rows(self.user_embedding, users)
-        ids = tf.concat([tf.cast(pos_items[:, None], tf.int32), tf.cast(neg_items, tf.int32)], 1)
+        ids = pair_ids(pos_items, neg_items)
         # The resource op reads the table in place: a tensor read would make the
         # update below copy the whole variable (gather_dot.cc).
         table = self.item_embedding.handle
@@ -246,7 +250,7 @@ class MatrixFactorization(tf.keras.Model):
         with tf.GradientTape() as tape:
             if self._gather_dot is not None:
                 eu, ei, ej = gather_rows(self.user_embedding, users), None, None
-                items = FusedItems(self._gather_dot, self.item_embedding, pos_items, neg_items)
+                items = FusedItems(self._gather_dot, self.item_embedding, pair_ids(pos_items, neg_items))
             else:
                 eu, ei, ej = self.embed(users, pos_items, neg_items)
                 items = GatheredItems(ei, ej, pos_items, neg_items)

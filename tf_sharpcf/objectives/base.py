@@ -18,7 +18,7 @@ from typing import Any, Dict, NamedTuple, Tuple
 
 import tensorflow as tf
 
-from tf_sharpcf.objectives.items import GatheredItems, negative_sq_sum
+from tf_sharpcf.objectives.items import GatheredItems, dot, negative_sq_sum  # noqa: F401 (dot: re-exported)
 
 
 Logs = Dict[str, tf.Tensor]
@@ -78,13 +78,6 @@ def l2_of_items(user: tf.Tensor, items) -> tf.Tensor:
     fused, `items.py`): user [B, d] -> scalar."""
     batch = tf.cast(tf.shape(user)[0], tf.float32)
     return 0.5 * tf.add_n([tf.reduce_sum(tf.square(user)), *items.sq_sums()]) / batch
-
-
-def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Row-wise dot product (Eq. 2): [B, d], [B, d] -> [B]; [B, d], [B, K, d] -> [B, K]."""
-    if len(b.shape) == 3:
-        return tf.reduce_sum(a[:, None, :] * b, axis=2)
-    return tf.reduce_sum(a * b, axis=1)
 
 
 # ---------------------------------------------------------------------------

@@ -34,11 +34,22 @@ class ItemScores(NamedTuple):
     neg: tf.Tensor              # [B, K] ŷ_uj ([B] on the gathered K = 1 graph)
 
 
-def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """[B, d] · [B, d] -> [B]; [B, d] · [B, K, d] -> [B, K] (base.dot)."""
+def dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Row-wise dot product (Eq. 2): [B, d], [B, d] -> [B]; [B, d], [B, K, d] -> [B, K]."""
     if len(b.shape) == 3:
         return tf.reduce_sum(a[:, None, :] * b, axis=2)
     return tf.reduce_sum(a * b, axis=1)
+
+
+def pair_ids(pos_items: tf.Tensor, neg_items: tf.Tensor) -> tf.Tensor:
+    """[B] positives, [B, K] negatives -> [B, 1 + K] int32, column 0 the positive."""
+    return tf.concat([tf.cast(pos_items[:, None], tf.int32), tf.cast(neg_items, tf.int32)], 1)
+
+
+def _split_sq_sums(sq_norms: tf.Tensor) -> List[tf.Tensor]:
+    """[B, 1 + K] squared norms -> [Σ positive, Σ negatives / K] (`sq_sums`)."""
+    k = tf.cast(tf.shape(sq_norms)[1] - 1, tf.float32)
+    return [tf.reduce_sum(sq_norms[:, 0]), tf.reduce_sum(sq_norms[:, 1:]) / k]
 
 
 def negative_sq_sum(neg_emb: tf.Tensor) -> tf.Tensor:
@@ -56,7 +67,7 @@ class GatheredItems:
         self.pos_items, self.neg_items = pos_items, neg_items
 
     def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
-        return ItemScores(_dot(user_rows, self.pos_emb), _dot(user_rows, self.neg_emb))
+        return ItemScores(dot(user_rows, self.pos_emb), dot(user_rows, self.neg_emb))
 
     def sq_sums(self) -> List[tf.Tensor]:
         """[Σ_b ‖e_i‖², Σ_b Σ_k ‖e_jk‖² / K]: `base.l2_penalty`'s item terms."""
@@ -80,14 +91,12 @@ class GatheredItems:
 class FusedItems:
     """Scores from the fused kernel `op` over `table` [N, d] and the ids.
 
-    pos_items [B], neg_items [B, K]; `delta` (internal, from `perturbed`):
+    ids [B, 1 + K] (`pair_ids`); `delta` (internal, from `perturbed`):
     ([M, d] Δ rows, [B, 1 + K] their index per pair) added to the item rows.
     """
 
-    def __init__(self, op, table: tf.Tensor, pos_items: tf.Tensor, neg_items: tf.Tensor,
-                 delta: Optional[tuple] = None):
-        self.op, self.table, self.delta = op, table, delta
-        self.ids = tf.concat([tf.cast(pos_items[:, None], tf.int32), tf.cast(neg_items, tf.int32)], 1)
+    def __init__(self, op, table: tf.Tensor, ids: tf.Tensor, delta: Optional[tuple] = None):
+        self.op, self.table, self.ids, self.delta = op, table, ids, delta
         self._clean = None
 
     def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
@@ -104,9 +113,7 @@ class FusedItems:
         """The item L2 terms of the first `evaluate`'s rows (the kernel's sq_norms)."""
         if self._clean is None:
             raise ValueError("sq_sums() needs the scores of an evaluate() first")
-        sq = self._clean.sq_norms
-        k = tf.cast(tf.shape(sq)[1] - 1, tf.float32)
-        return [tf.reduce_sum(sq[:, 0]), tf.reduce_sum(sq[:, 1:]) / k]
+        return _split_sq_sums(self._clean.sq_norms)
 
     def watched(self) -> Sequence[tf.Tensor]:
         return [self.table]
@@ -125,9 +132,7 @@ class FusedItems:
         else:
             values = tf.gather(tf.convert_to_tensor(g), self._clean.unique)
         delta = perturb(values, self._clean.unique)
-        out = FusedItems(self.op, self.table, self.ids[:, 0], self.ids[:, 1:],
-                         delta=(tf.stop_gradient(delta), self._clean.inverse))
-        return out
+        return FusedItems(self.op, self.table, self.ids, delta=(tf.stop_gradient(delta), self._clean.inverse))
 
 
 class ScoredItems:
@@ -144,5 +149,4 @@ class ScoredItems:
         return ItemScores(self.scores[:, 0], self.scores[:, 1:])
 
     def sq_sums(self) -> List[tf.Tensor]:
-        k = tf.cast(tf.shape(self.sq_norms)[1] - 1, tf.float32)
-        return [tf.reduce_sum(self.sq_norms[:, 0]), tf.reduce_sum(self.sq_norms[:, 1:]) / k]
+        return _split_sq_sums(self.sq_norms)
