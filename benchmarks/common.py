@@ -27,11 +27,11 @@ def add_data_flags(p: argparse.ArgumentParser, dataset: Optional[str] = "gowalla
 
 
 def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_kernel=None, pair_kernel=None,
-                   **train):
+                   similarity: str = "dot", **train):
     """A fresh model (seed 0) training `method` from epoch 0 with no warm-up,
     its objective set and compiled; `train` overrides further TrainConfig
     fields (window defaults to 3). -> (model, config)."""
-    config = Config().replace(model={"dim": dim}, train={
+    config = Config().replace(model={"dim": dim, "similarity": similarity}, train={
         "method": method, "warmup_epochs": 0, "window": 3, "jit_compile": jit_compile, **train})
     tf.keras.utils.set_random_seed(0)
     model, objective, optimizer = build_model(config, data)

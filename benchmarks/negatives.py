@@ -3,7 +3,9 @@
     python -m benchmarks.negatives --dataset gowalla --data-dir ../shared/data \\
         --negatives 1 4 16 64 256 --batch-sizes 256 8192 --optimizers sgd lazyadam --json out.json
 
-For every (optimizer, batch, K) it builds each of `--methods` twice, scoring
+For every (optimizer, batch, K) it builds each of `--methods` twice (a method,
+or METHOD+LOSS[+cosine], e.g. bpr+softmax+cosine: `fit --method METHOD
+--loss LOSS --similarity cosine`; softmax at τ 0.1), scoring
 through the fused kernel ("fused") and through gathered rows in the XLA step
 ("xla"), and times `--fraction` of an epoch of each, all of them interleaved
 (the machine is shared, so ratios are taken within one run), after one untimed warm-up stretch that includes the
@@ -31,9 +33,15 @@ from tf_sharpcf.training.callbacks import EpochCounter
 CHUNK = 8        # batches per call into the graph
 
 
+def variant(text: str) -> dict:
+    """'sharpcf+softmax+cosine' -> {method, loss, similarity} for `compiled_model`."""
+    method, loss, similarity = (text.split("+") + ["bpr", "dot"])[:3]
+    return {"method": method, "loss": loss, "similarity": similarity}
+
+
 def _runner(data, method, args, batch, k, optimizer, fused):
-    model, _ = compiled_model(data, method, args.dim, batch_size=batch, optimizer=optimizer, negatives=k,
-                              lr=args.lr[optimizer], pair_kernel=fused)
+    model, _ = compiled_model(data, dim=args.dim, batch_size=batch, optimizer=optimizer, negatives=k,
+                              lr=args.lr[optimizer], pair_kernel=fused, **variant(method))
     if fused and not model.pair_kernel:
         raise SystemExit("the fused K-negative kernel is unavailable here (kernels.gather_dot_op)")
     chunks = max(1, round(args.fraction * data.num_train / (batch * CHUNK)))

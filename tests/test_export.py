@@ -396,3 +396,29 @@ def test_two_concurrent_exports_of_one_model_make_two_complete_versions(tiny_run
         folder = base / "same" / version
         assert (folder / "saved_model.pb").exists() and (folder / "assets.extra" / layout.METADATA_FILE).exists()
     assert not [p.name for p in (base / "same").iterdir() if p.name.startswith(".")]
+
+
+@subprocess_test
+def test_a_cosine_trained_run_serves_the_cosine_ranking_it_was_evaluated_on(tmp_path):
+    """A softmax model trained on cosine scores (`--similarity cosine`): the
+    served top-k is the top-k of the cosines of its best checkpoint's tables,
+    the ranking its evaluation used (`MatrixFactorization.final_embeddings`)."""
+    from tf_sharpcf.cli.fit import main as fit_main
+    from tf_sharpcf.model import MatrixFactorization
+    from tf_sharpcf.training import checkpointing
+    data, run = write_dataset(tmp_path / "data" / "tiny"), tmp_path / "run"
+    assert fit_main(["--dataset", str(data), "--method", "bpr", "--loss", "softmax", "--similarity", "cosine",
+                     "--temperature", "0.2", "--epochs", "3", "--warmup-epochs", "0", "--dim", "8",
+                     "--batch-size", "16", "--eval-every", "1", "--no-jit", "--quiet",
+                     "--output-dir", str(run)]) == 0
+    bf = export.export_run(run, "brute-force", "tiny_cosine", k=K, base_dir=tmp_path / "savedmodels")
+    got = load_in_fresh_process([(bf, False)], cwd=tmp_path)[str(bf)]["query"]
+    model = MatrixFactorization(len(USER_IDS), NUM_ITEMS, 8, similarity="cosine")
+    checkpointing.restore(checkpointing.find(run / "checkpoints" / "best"), model)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)     # noqa: E731
+    ids, scores = reference_top_k(unit(model.user_embedding.numpy()), unit(model.item_embedding.numpy()), K,
+                                  exclude_seen=True)
+    assert got["item_ids"][:len(USER_IDS)] == ids.tolist()
+    known, filled = np.asarray(got["scores"][:len(USER_IDS)]), ids != ""
+    np.testing.assert_allclose(known[filled], scores[filled], rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(scores[filled]) <= 1 + 1e-6)

@@ -1,9 +1,12 @@
 """Behaviour of the model and objectives when trained (tiny data, a few seconds each)."""
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import checkerboard, write_lightgcn
+from tf_sharpcf import losses, methods, samplers
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.readers import load_lightgcn
 from tf_sharpcf.data.input_pipeline import chunks_per_epoch, training_dataset
@@ -113,13 +116,31 @@ def test_row_kernel_is_chosen_where_it_was_measured_faster(tiny_folder):
         compiled(BPR(), optimizer="sgd", row_kernel=True)
 
 
-@pytest.mark.parametrize("method", ["bpr", "apr", "sharpcf"])
-def test_checkerboard_withheld_item_ranks_first(tmp_path, method):
+# Every method with every loss (uniform negatives), and every sampler with every loss (no regulariser).
+PART_COMBINATIONS = sorted(
+    {(m, loss, samplers.DEFAULT) for m, loss in itertools.product(methods.names(), losses.names())}
+    | {("bpr", loss, s) for loss, s in itertools.product(losses.names(), samplers.names())})
+
+
+# The board's held-out item is each user's one false negative, the unobserved
+# item most like the user's: BPR on the hardest of K negatives, each the
+# hardest of M candidates, finds it and pushes it down (a known cost of hard
+# negatives, measured here, not hidden).
+FALSE_NEGATIVE_FINDERS = {("bpr", "hardest", "dns")}
+
+
+@pytest.mark.parametrize("method,loss,sampler", [
+    pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason="hardest-of-K x hardest-of-M picks the held-out item"))
+    if c in FALSE_NEGATIVE_FINDERS else c for c in PART_COMBINATIONS])
+def test_checkerboard_withheld_item_ranks_first(tmp_path, method, loss, sampler):
+    """Every registered method, loss and sampler, in pairs, learns the board."""
     train, test = checkerboard(16)
     folder = write_lightgcn(tmp_path / "board", train, test)
     config = Config().replace(
         data={"dataset": str(folder)}, model={"dim": 8},
-        train={"method": method, "epochs": 40, "warmup_epochs": 10, "window": 2, "lam": 0.1,
+        train={"method": method, "loss": loss, "sampler": sampler, "candidates": 3, "beta": 0.75,
+               "temperature": 0.5, "epochs": 40, "warmup_epochs": 10,
+               "window": 2, "lam": 0.1,
                "batch_size": 16, "lr": 0.05, "l2": 1e-3, "jit_compile": False},
         eval={"ks": (1, 2), "eval_every": 40})
     metrics = train_and_evaluate(config, tmp_path / "run", verbose=0)

@@ -8,6 +8,7 @@ and a crash of the machine does not leave a name pointing at unwritten bytes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,8 @@ class WriteError(TrainingError):
 
     def __init__(self, path: Path, error: Exception):
         reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+        # TensorFlow's own: "{{function_node ...}} <file>; File too large [Op:SaveV2]" -> "<file>; File too large"
+        reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", reason.strip())
         super().__init__(f"could not write {path}: {reason}; its previous version, if any, is unchanged")
 
 

@@ -12,10 +12,14 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
-from tf_sharpcf import methods as _methods
+from tf_sharpcf import losses as _losses, methods as _methods, params as _params, samplers as _samplers
 from tf_sharpcf.errors import ConfigError
 
 METHODS = _methods.Names()      # the registered methods (`methods.py`), a live view
+LOSSES = _losses.Names()        # the registered losses on scores (`losses.py`)
+SAMPLERS = _samplers.Names()    # the registered negative samplers (`samplers.py`)
+# ŷ_ui = e_u·e_i, or e_u·e_i / (‖e_u‖ ‖e_i‖), in training, ranking and serving
+SIMILARITIES = ("dot", "cosine")
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")
 # tf.distribute, see distribute/strategy.py and distribute/parameter_server.py
 STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
@@ -32,6 +36,7 @@ class DataConfig:
 class ModelConfig:
     dim: int = 128
     init_std: float = 0.1
+    similarity: str = "dot"           # SIMILARITIES
 
 
 # The defaults are the Gowalla-validated recipe of pipelines/table2_gowalla.toml
@@ -39,7 +44,12 @@ class ModelConfig:
 # gowalla` with no other flag trains that table's SharpCF run.
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    method: str = "sharpcf"
+    method: str = "sharpcf"        # the regulariser around the loss: bpr (none), apr, sharpcf
+    loss: str = "bpr"              # the loss on scores (`losses.py`)
+    temperature: float = 0.1       # τ of --loss softmax
+    sampler: str = "uniform"       # how the K negatives are drawn (`samplers.py`)
+    beta: float = 0.75             # β of --sampler popularity
+    candidates: int = 8            # M of --sampler dns
     epochs: int = 400
     warmup_epochs: int = 200       # E_start: plain BPR epochs before APR/SharpCF
     window: int = 1                # E: the trajectory looks E epochs back
@@ -75,6 +85,10 @@ class Config:
     def validate(self) -> "Config":
         t, m, e = self.train, self.model, self.eval
         _check(t.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {t.method!r}")
+        _check(t.loss in LOSSES, "loss", f"must be one of {', '.join(LOSSES)}, got {t.loss!r}")
+        _check(t.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}, got {t.sampler!r}")
+        _check(m.similarity in SIMILARITIES, "similarity",
+               f"must be one of {', '.join(SIMILARITIES)}, got {m.similarity!r}")
         _check(t.optimizer in OPTIMIZERS, "optimizer",
                f"must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
         _check(t.strategy in STRATEGIES, "strategy",
@@ -84,11 +98,11 @@ class Config:
         _check(_is_int(t.epochs) and t.epochs >= 1, "epochs", f"must be an integer >= 1, got {t.epochs!r}")
         _check(_is_int(t.warmup_epochs) and t.warmup_epochs >= 0, "warmup-epochs",
                f"must be an integer >= 0, got {t.warmup_epochs!r}")
-        for p in _methods.all_params():     # every method's own hyper-parameters (`methods.Param`)
+        for p in _params.all_params():      # every method's and loss's own hyper-parameters (`params.Param`)
             value, symbol = getattr(t, p.field), f"({p.symbol}) " if p.symbol else ""
             kind_ok, what = (_is_int(value), "an integer") if p.kind is int else (_finite(value), "a finite number")
-            _check(kind_ok and value >= p.minimum, p.name.replace("_", "-"),
-                   f"{symbol}must be {what} >= {p.minimum}, got {value!r}")
+            _check(kind_ok and p.accepts(value), p.name.replace("_", "-"),
+                   f"{symbol}must be {what} {p.bound}, got {value!r}")
         _check(_is_int(t.batch_size) and t.batch_size >= 1, "batch-size",
                f"must be an integer >= 1, got {t.batch_size!r}")
         _check(_is_int(t.negatives) and t.negatives >= 1, "negatives",
@@ -203,7 +217,7 @@ def _from_json_file(path, build):
 
 # Fields added after configs were first written, with the value a config
 # written before them meant (`Config.from_stored`).
-ADDED_FIELDS = {"train": {"negatives": 1}}
+ADDED_FIELDS = {"train": {"negatives": 1, "loss": "bpr", "sampler": "uniform"}, "model": {"similarity": "dot"}}
 
 
 def _kind(x) -> str:

@@ -1,5 +1,8 @@
 """The method registry: what each training method is, declared once.
 
+A method is the regulariser around the run's loss on scores (`losses.py`):
+none ("bpr", the paper's BPR when the loss is BPR), APR or SharpCF.
+
 A `Method` names its objective (`build`), its label and colour in tables and
 figures, the hyper-parameters only it reads (`Param`: field, flag,
 validation, search domain), what its objective logs beyond BPR's, whether it
@@ -21,35 +24,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from tf_sharpcf.losses import make_loss
+from tf_sharpcf.params import Param  # noqa: F401 (declared there, re-exported)
+
+# "bpr_loss" stands for the run's loss on scores (`losses.Loss.log_name`).
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
-WARMUP_METHOD = "bpr"      # what every warm_start method trains for its first warmup_epochs epochs
-
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """A hyper-parameter one method owns, declared once for every reader.
-
-    field: its `TrainConfig` field. name: `fit --NAME` and `tune --NAME-range /
-    --NAME-values / --fix NAME=...` (dashes for underscores in flags), and the
-    name in validation messages. kind: int or float; minimum: the smallest
-    valid value (a float must also be finite; `Config.validate` checks it). help: fit's help text, before
-    "(default ...)"; symbol: the paper's symbol, named in messages. search:
-    the tuner's default domain, ("range", (lo, hi)) or ("values", (...)),
-    None to search it only when asked; search_doc: the tuner's description.
-    """
-
-    field: str
-    name: str
-    kind: type
-    minimum: float
-    help: str
-    symbol: str = ""
-    search: Optional[Tuple[str, tuple]] = None
-    search_doc: str = ""
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+# What every warm_start method trains for its first warmup_epochs epochs: the
+# bare loss on scores, no regulariser (the method "bpr", whatever `--loss`).
+WARMUP_METHOD = "bpr"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,19 +153,19 @@ class Names:
 
 def _bpr(t, num_train, retry_safe=False):
     from tf_sharpcf.objectives.bpr import BPR
-    return BPR(l2=t.l2)
+    return BPR(l2=t.l2, loss=make_loss(t))
 
 
 def _apr(t, num_train, retry_safe=False):
     from tf_sharpcf.objectives.apr import APR
-    return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives)
+    return APR(eps=t.eps, adv_weight=t.adv_weight, l2=t.l2, negatives=t.negatives, loss=make_loss(t))
 
 
 def _sharpcf(t, num_train, retry_safe=False):
     from tf_sharpcf.objectives.sharpcf import SharpCF
     from tf_sharpcf.objectives.trajectory import TrajectoryTable
     return SharpCF(TrajectoryTable(t.window, num_train, retry_safe=retry_safe), lam=t.lam,
-                   warmup_epochs=t.warmup_epochs, l2=t.l2)
+                   warmup_epochs=t.warmup_epochs, l2=t.l2, loss=make_loss(t))
 
 
 def _sharpcf_inactive(t):

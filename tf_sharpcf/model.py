@@ -12,10 +12,11 @@ import tensorflow as tf
 
 from tf_sharpcf.distribute.replica import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives.base import Objective, StepInputs
-from tf_sharpcf.objectives.items import FusedItems, GatheredItems, ScoredItems, pair_ids
+from tf_sharpcf.objectives.hard_negatives import hardest_of
+from tf_sharpcf.objectives.items import CosineItems, FusedItems, GatheredItems, ScoredItems, pair_ids
 from tf_sharpcf.optim import kernels
 from tf_sharpcf.optim.optimizers import row_kernel_usable, single_cpu_device
-from tf_sharpcf.optim.sparse import gather_rows
+from tf_sharpcf.optim.sparse import gather_rows, table_value
 
 # Where `compile(pair_kernel=None)` scores through the fused K-negative kernel
 # instead of the all-XLA step: K >= 8 and at least this many (row, item) pairs
@@ -26,7 +27,9 @@ FUSED_MIN_PAIRS = 65536
 
 
 class MatrixFactorization(tf.keras.Model):
-    """ŷ_ui = e_uᵀ e_i (Eq. 1–2) over [num_users, dim] and [num_items, dim] tables.
+    """ŷ_ui = e_uᵀ e_i (Eq. 1–2) over [num_users, dim] and [num_items, dim] tables,
+    or, with similarity="cosine", e_uᵀ e_i / (‖e_u‖ ‖e_i‖) in training, in
+    ranking and in the exported index (`final_embeddings`).
 
     `epoch` is a non-trainable int64 variable holding the 0-based epoch being
     trained; `train.EpochCounter` sets it, and objectives that depend on the
@@ -34,9 +37,12 @@ class MatrixFactorization(tf.keras.Model):
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int = 128, init_std: float = 0.1,
-                 seed: int = 0, objective: Optional[Objective] = None, **kwargs):
+                 seed: int = 0, objective: Optional[Objective] = None, similarity: str = "dot", **kwargs):
         super().__init__(**kwargs)
         self.num_users, self.num_items, self.dim = int(num_users), int(num_items), int(dim)
+        if similarity not in ("dot", "cosine"):
+            raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+        self.similarity = similarity
         self.user_embedding = self.add_weight(
             name="user_embedding", shape=[self.num_users, self.dim], dtype=tf.float32,
             initializer=tf.keras.initializers.RandomNormal(stddev=init_std, seed=seed))
@@ -52,6 +58,7 @@ class MatrixFactorization(tf.keras.Model):
         self._xla_gradients = None
         self._gather_dot = None
         self._scored_loss = None
+        self._pool = 1
         if objective is not None:
             self.set_objective(objective)
 
@@ -84,49 +91,68 @@ class MatrixFactorization(tf.keras.Model):
         return (gather_rows(self.user_embedding, users), gather_rows(self.item_embedding, pos_items),
                 gather_rows(self.item_embedding, neg_items))
 
+    def final_embeddings(self):
+        """-> ([num_users, dim], [num_items, dim]) tensors whose dot products are
+        the model's scores: the tables, L2-normalised per row for cosine. What
+        evaluation ranks by, and what a run saves and exports."""
+        users, items = table_value(self.user_embedding), table_value(self.item_embedding)
+        if self.similarity == "cosine":
+            return tf.math.l2_normalize(users, axis=1), tf.math.l2_normalize(items, axis=1)
+        return users, items
+
+    def _rows(self, table, ids):
+        rows = gather_rows(table, ids)
+        return tf.math.l2_normalize(rows, axis=-1) if self.similarity == "cosine" else rows
+
     def score(self, users, items):
         """[B] users, [B] items -> [B] float32 scores ŷ_ui."""
-        return tf.reduce_sum(gather_rows(self.user_embedding, users) *
-                             gather_rows(self.item_embedding, items), axis=1)
+        return tf.reduce_sum(self._rows(self.user_embedding, users) * self._rows(self.item_embedding, items), axis=1)
 
     def call(self, users):
         """[B] users -> [B, num_items] scores against every item."""
-        return tf.matmul(gather_rows(self.user_embedding, users), self.item_embedding, transpose_b=True)
+        return tf.matmul(self._rows(self.user_embedding, users), self.final_embeddings()[1], transpose_b=True)
+
+    def _hardest(self, user_rows, neg_items):
+        """[B, K·M] candidates -> the [B, K] negatives the step trains on (`compile(pool=M)`)."""
+        return hardest_of(user_rows, self.item_embedding, neg_items, self._pool, self.similarity == "cosine")
+
+    def _item_side(self, items):
+        """The objective's item side: `items`, or their cosines (`CosineItems`)."""
+        return CosineItems(items) if self.similarity == "cosine" else items
 
     # -- training ----------------------------------------------------------
 
     def compile(self, optimizer="rmsprop", jit_compile=None, row_kernel=None, pair_kernel=None,
-                negatives=None, batch_size=None, **kwargs):
+                negatives=None, batch_size=None, pool=1, **kwargs):
         """Keras' compile, with a choice of how the scores and the row-wise update run.
 
-        pair_kernel: how the step scores its positives and K negatives. None
-        (auto) uses the fused K-negative kernel (`objectives/items.FusedItems`)
-        when `jit_compile` is True, `negatives` >= FUSED_MIN_NEGATIVES and
-        `batch_size` · (1 + `negatives`) >= FUSED_MIN_PAIRS, the
-        objective reads only `step.items` (`fused_items`), the tables are on
-        one CPU device and the kernel is built; True insists (all but the K
-        bound); False never. For an objective that scores once (`scores_once`)
-        the step is the kernel's forward pass, the objective and its gradient
-        w.r.t. the scores as one XLA function (`loss_and_score_gradients`),
-        then the kernel's backward pass (`scored_step`); otherwise (APR) the
-        whole step runs outside XLA. Both use the fused lazy-Adam kernel where
-        the optimizer can use it.
-
-        row_kernel: None (auto) uses the fused CPU row kernel when
-        `jit_compile` is True, `optimizers.row_kernel_usable` (LazyAdam on
-        one CPU device, kernel built) and the objective's `row_kernel_helps`
-        (not APR's); True insists (same conditions but the objective's); False
-        never uses it. With the kernel, XLA compiles each batch's loss and
-        gradients only and the kernel applies the update outside the cluster:
-        shorter LazyAdam BPR and SharpCF epochs than the all-XLA step, whose
-        row updates XLA lowers to serial element loops (README, Benchmarks).
-        Otherwise the whole train step is XLA-compiled as asked. Call after
-        `set_objective`; the `row_kernel` property says which was chosen.
+        pair_kernel: None (auto) scores through the fused K-negative kernel
+        (`items.FusedItems`) when `jit_compile`, K = `negatives` >=
+        FUSED_MIN_NEGATIVES, `batch_size` · (1 + K) >= FUSED_MIN_PAIRS, the
+        objective reads only `step.items` (`fused_items`; for cosine it also
+        scores once), the tables are on one CPU device and the kernel is
+        built; True insists (all but the K bounds); False never. An objective
+        that scores once (`scores_once`) then runs as `scored_step`: the
+        kernel's forward pass, the objective and its score gradients under XLA
+        (`loss_and_score_gradients`), the kernel's backward pass; APR's whole
+        step runs outside XLA.
+        row_kernel: None (auto) updates through the fused lazy-Adam CPU kernel
+        when `jit_compile`, `optimizers.row_kernel_usable` and the objective's
+        `row_kernel_helps`; True insists (but for the objective's); False
+        never. XLA then compiles the loss and gradients only (its row updates
+        are serial element loops: docs/benchmarks.md). The properties
+        `pair_kernel` and `row_kernel` say what was chosen.
+        pool: M > 1 when a batch carries M candidates per negative ([B, K·M],
+        the `dns` sampler): the step keeps the highest-scored of each M
+        (`hard_negatives.hardest_of`) before the objective sees them.
+        Call after `set_objective`.
         """
         pairs = (pair_kernel is not False and (bool(jit_compile) or pair_kernel is True)
                  and (pair_kernel is True or ((negatives or 1) >= FUSED_MIN_NEGATIVES
                                               and (batch_size or 0) * (1 + negatives) >= FUSED_MIN_PAIRS))
                  and (self._objective is None or self._objective.fused_items)
+                 # the kernel has no norms of perturbed rows (APR's second pass) for cosine
+                 and (self.similarity == "dot" or self._objective is None or self._objective.scores_once)
                  and single_cpu_device(self.distribute_strategy) and kernels.gather_dot_op() is not None)
         if pair_kernel and not pairs:
             raise ValueError("pair_kernel=True needs an objective with fused_items, one CPU device and "
@@ -141,6 +167,7 @@ class MatrixFactorization(tf.keras.Model):
         if row_kernel and not fused:
             raise ValueError("row_kernel=True needs jit_compile=True and an optimizer that can use the "
                              "fused kernel (optimizers.row_kernel_usable)")
+        self._pool = int(pool)
         super().compile(optimizer=optimizer, jit_compile=False if (fused or pairs) else jit_compile, **kwargs)
         if hasattr(self.optimizer, "row_kernel"):
             self.optimizer.row_kernel = fused
@@ -161,17 +188,12 @@ class MatrixFactorization(tf.keras.Model):
         return self._gather_dot is not None
 
     def train_step(self, data):
-        """One call of the compiled train function.
-
-        `data` is one batch (element_id, user, pos_item: [B]; neg_items:
-        [B, K]) or a chunk of k batches (the same with a leading k, see
-        `input_pipeline.training_dataset(batches_per_chunk=k)`), trained one
-        batch after another in an in-graph loop. Under XLA the loop keeps the
-        embedding tables in place across the chunk's steps, which is what makes
-        an epoch fast on CPU. Under a mirrored `tf.distribute` strategy each
-        call gets one batch (`distribute.inputs.fit_input`): the cross-replica steps
-        cannot sit inside that loop. Returns the running (per-batch) means of
-        the objective's logs.
+        """One call of the compiled train function: one batch (element_id,
+        user, pos_item: [B]; neg_items: [B, K]) or a chunk of k (a leading k,
+        `training_dataset(batches_per_chunk=k)`) trained in an in-graph loop,
+        which under XLA keeps the tables in place (fast CPU epochs). Mirrored
+        strategies get one batch per call (`inputs.fit_input`). -> the running
+        per-batch means of the objective's logs.
         """
         names = tuple(self._trackers)
         if data[0].shape.rank == 2:
@@ -215,6 +237,8 @@ class MatrixFactorization(tf.keras.Model):
         the update. -> logs. One CPU device only (no replica scaling)."""
         element_ids, users, pos_items, neg_items = batch
         eu = gather_rows(self.user_embedding, users)
+        neg_items = self._hardest(eu, neg_items)
+        batch = (element_ids, users, pos_items, neg_items)
         ids = pair_ids(pos_items, neg_items)
         # The resource op reads the table in place: a tensor read would make the
         # update below copy the whole variable (gather_dot.cc).
@@ -239,7 +263,7 @@ class MatrixFactorization(tf.keras.Model):
             tape.watch([eu, scores, sq])
             loss, logs = self._objective(StepInputs(
                 element_ids, users, pos_items, neg_items, eu, None, None, self.epoch, self.num_users,
-                self.num_items, ScoredItems(scores, sq, eu)))
+                self.num_items, self._item_side(ScoredItems(scores, sq, eu))))
         grads = tape.gradient(loss, [scores, sq, eu])
         d_scores, d_sq, d_eu = (tf.zeros_like(x) if g is None else g for g, x in zip(grads, (scores, sq, eu)))
         return logs, d_scores, d_sq, d_eu
@@ -247,6 +271,8 @@ class MatrixFactorization(tf.keras.Model):
     def loss_and_gradients(self, batch):
         """-> (logs, gradients of the loss w.r.t. `trainable_variables`)."""
         element_ids, users, pos_items, neg_items = batch
+        if self._pool > 1:
+            neg_items = self._hardest(gather_rows(self.user_embedding, users), neg_items)
         with tf.GradientTape() as tape:
             if self._gather_dot is not None:
                 eu, ei, ej = gather_rows(self.user_embedding, users), None, None
@@ -255,7 +281,8 @@ class MatrixFactorization(tf.keras.Model):
                 eu, ei, ej = self.embed(users, pos_items, neg_items)
                 items = GatheredItems(ei, ej, pos_items, neg_items)
             loss, logs = self._objective(StepInputs(element_ids, users, pos_items, neg_items, eu, ei, ej,
-                                                    self.epoch, self.num_users, self.num_items, items))
+                                                    self.epoch, self.num_users, self.num_items,
+                                                    self._item_side(items)))
             share = global_batch_share(users)
             if share is not None:
                 # A replica can get no row of an epoch's short batch: its means
@@ -269,4 +296,5 @@ class MatrixFactorization(tf.keras.Model):
         return logs, grads
 
     def get_config(self):
-        return {"num_users": self.num_users, "num_items": self.num_items, "dim": self.dim}
+        return {"num_users": self.num_users, "num_items": self.num_items, "dim": self.dim,
+                "similarity": self.similarity}

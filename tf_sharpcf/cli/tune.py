@@ -20,7 +20,7 @@ from typing import List, Optional
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
-from tf_sharpcf import methods
+from tf_sharpcf import params
 from tf_sharpcf.cli import fit
 from tf_sharpcf.cli import exits
 from tf_sharpcf.config import Config
@@ -35,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     base = p.add_argument_group("training settings shared by every trial (as in fit)")
     # The searchable ones (every method's own, lr, L2) are set with --fix instead;
     # K and the batch size keep fit's flags too (--negatives-values etc. search them).
-    own = tuple(q.field for q in methods.all_params())
+    own = tuple(q.field for q in params.all_params())
     fit.add_training_flags(base, skip=(*own, "lr", "l2", "strategy", "ks"), helps={
         "config": "JSON config file to start from (flags override it)",
         "epochs": f"total epochs per trial (default {d.train.epochs})",
-        "warmup_epochs": f"E_start: BPR epochs, trained once and shared by trials (default {d.train.warmup_epochs})",
+        "warmup_epochs": f"E_start: epochs of the bare loss, trained once and shared by trials "
+                         f"(default {d.train.warmup_epochs})",
         "checkpoint_every": "each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
                             f"(0: only after the last; default {d.train.checkpoint_every})"})
 
@@ -103,7 +104,9 @@ def settings_from_args(args: argparse.Namespace):
             raise ConfigError(f"invalid --fix: {name} also has {flag}")
         overrides[name] = space
     return SearchSettings(
-        base=base, space=space_lib.search_space(base.train.method, overrides), algorithm=args.search,
+        base=base, space=space_lib.search_space(base.train.method, overrides, base.train.loss,
+                                                base.train.sampler),
+        algorithm=args.search,
         max_trials=20 if args.max_trials is None else args.max_trials, initial_points=args.initial_points,
         hyperband_factor=args.hyperband_factor, val_fraction=args.val_fraction).validate()
 

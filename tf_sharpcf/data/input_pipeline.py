@@ -8,91 +8,17 @@ batches on every run and machine, and a resumed run needs no RNG state.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import tensorflow as tf
 
 from tf_sharpcf.data.interactions import Interactions
-
-# Rejection sampling draws again only for the rows that hit a positive item;
-# the bound guards against a user who has nearly every item (never reached on
-# real data: each round shrinks the rejected set by the user's density).
-_MAX_NEGATIVE_ROUNDS = 1000
+from tf_sharpcf.data.negatives import NegativeSampler, negative_key  # noqa: F401 (NegativeSampler: re-exported)
 
 
-def steps_per_epoch(num_train: int, batch_size: int) -> int:
-    return int(math.ceil(num_train / batch_size))
-
-
-class NegativeSampler:
-    """Uniform negatives among the items a user has not interacted with in train.
-
-    Membership of `user * num_items + item` in the sorted training keys is
-    tested by the `SharpcfIsPositive` CPU kernel (`optim/kernels/negatives.cc`:
-    a binary search in the row's user slice, cheap at K in the hundreds) or,
-    where it is unavailable or `kernel=False`, by a hash-table lookup (much
-    faster than `tf.searchsorted` over all keys on CPU; docs/benchmarks.md).
-    Both give the same answers, so the same negatives.
-    """
-
-    def __init__(self, data: Interactions, kernel=None):
-        self.num_items = int(data.num_items)
-        keys = data.train_keys()
-        op = None
-        if kernel is not False:
-            from tf_sharpcf.optim import kernels
-            op = kernels.is_positive_op()
-        self._op = op
-        if op is not None:
-            self.keys = tf.constant(keys, tf.int64)
-            self.table = None
-        else:
-            keys = tf.constant(keys, tf.int64)
-            self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0)
-
-    def is_positive(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """users: [B] int32, items: [B] or [B, K] int32 -> bool of items' shape,
-        True where (user, item) is in train."""
-        if self._op is not None:
-            return self._op(tf.cast(users, tf.int32), tf.cast(items, tf.int32), self.keys,
-                            tf.constant(self.num_items, tf.int64))
-        users = tf.cast(users, tf.int64)
-        if items.shape.rank == 2:
-            users = users[:, None]
-        query = users * self.num_items + tf.cast(items, tf.int64)
-        return tf.cast(self.table.lookup(query), tf.bool)
-
-    def __call__(self, users: tf.Tensor, seed: tf.Tensor, negatives: int = 1) -> tf.Tensor:
-        """users: [B] int32, seed: [2] int64 -> [B, K] int32 negatives (K = `negatives`).
-
-        Each of the B·K draws is uniform over the items its user has not
-        interacted with, independently (a row may repeat an item). The draws
-        are one stateless stream in row-major order, so column 0 at K = 1 is
-        exactly the [B] draw of a one-negative sampler.
-        """
-        shape = tf.stack([tf.shape(users)[0], negatives])
-
-        def draw(round_):
-            s = tf.random.experimental.stateless_fold_in(seed, round_)
-            return tf.random.stateless_uniform(shape, s, minval=0, maxval=self.num_items, dtype=tf.int32)
-
-        negs = draw(0)
-        # Round r replaces the draws that are still positives with round r's
-        # draws at the same positions; only those few are tested again.
-        bad = tf.where(self.is_positive(users, negs))           # [m, 2] positions
-
-        def cond(r, negs, bad):
-            return tf.logical_and(tf.shape(bad)[0] > 0, r < _MAX_NEGATIVE_ROUNDS)
-
-        def body(r, negs, bad):
-            redrawn = tf.gather_nd(draw(r), bad)
-            negs = tf.tensor_scatter_nd_update(negs, bad, redrawn)
-            still = self.is_positive(tf.gather(users, bad[:, 0]), redrawn)
-            return r + 1, negs, tf.boolean_mask(bad, still)
-
-        _, negs, _ = tf.while_loop(cond, body, (tf.constant(1), negs, bad),
-                                   shape_invariants=(tf.TensorShape([]), negs.shape, tf.TensorShape([None, 2])))
-        return negs
+def steps_per_epoch(num_train: int, batch_size: int, first_batch: int = 0) -> int:
+    """Batches in an epoch (from its batch `first_batch` on, see `training_dataset`)."""
+    return int(math.ceil(num_train / batch_size)) - first_batch
 
 
 def epoch_permutation(num_train: int, seed: int, epoch) -> tf.Tensor:
@@ -112,13 +38,13 @@ def epoch_tables(data_tensors, sampler: "NegativeSampler", num_train: int, seed:
     users, items = data_tensors
     ids = epoch_permutation(num_train, seed, epoch)
     u = tf.gather(users, ids)
-    key = tf.stack([tf.constant(seed, tf.int64) + 7919, tf.cast(epoch, tf.int64)])
-    return ids, u, tf.gather(items, ids), sampler(u, key, negatives)
+    return ids, u, tf.gather(items, ids), sampler(u, negative_key(seed, epoch), negatives)
 
 
 def training_dataset(data: Interactions, batch_size: int, seed: int,
                      start_epoch: int = 0, end_epoch: int = 1,
-                     batches_per_chunk: int = 0, negatives: int = 1) -> tf.data.Dataset:
+                     batches_per_chunk: int = 0, negatives: int = 1, first_batch: int = 0,
+                     sampler: Optional[NegativeSampler] = None) -> tf.data.Dataset:
     """Batches for epochs [start_epoch, end_epoch), epoch after epoch.
 
     With batches_per_chunk = 0, yields (element_id, user, pos_item, neg_items):
@@ -132,18 +58,27 @@ def training_dataset(data: Interactions, batch_size: int, seed: int,
     chunk), then the short batch as [1, N mod B]; `chunks_per_epoch` gives the
     count. Both forms carry
     exactly the same batches in the same order.
+
+    sampler: draws the K negatives (`samplers.make_sampler`); None: uniform.
+
+    first_batch = b > 0: epoch `start_epoch` begins at its batch b (0-based),
+    the ones before it left out (a run stopped mid-epoch trained them,
+    `training/preemption.py`); its chunks are then batches [b, b + k), ...;
+    later epochs are whole.
     """
     n = data.num_train
     tensors = (tf.constant(data.train_users, tf.int32), tf.constant(data.train_items, tf.int32))
-    sampler = NegativeSampler(data)
+    sampler = sampler if sampler is not None else NegativeSampler(data)
     full, tail = divmod(n, batch_size)
-
+    if not 0 <= first_batch < full + (1 if tail else 0):
+        raise ValueError(f"first_batch {first_batch} is not a batch of an epoch of {n} rows in batches of "
+                         f"{batch_size}")
     k = batches_per_chunk or 1
-    # (first batch, last batch + 1) of each [k, B] chunk, then the short batch.
-    spans = [(lo, min(full, lo + k)) for lo in range(0, full, k)]
 
-    def one_epoch(epoch):
+    def one_epoch(epoch, first=0):
         cols = epoch_tables(tensors, sampler, n, seed, epoch, negatives)
+        # (first batch, last batch + 1) of each [k, B] chunk, then the short batch.
+        spans = [(lo, min(full, lo + k)) for lo in range(first, full, k)]
 
         def batches(c, count):      # [count·B, ...] -> [count, B, ...]
             return tf.reshape(c, [count, batch_size, *c.shape[1:]])
@@ -154,7 +89,8 @@ def training_dataset(data: Interactions, batch_size: int, seed: int,
                 for lo, hi in spans]
         else:
             pieces = [tf.data.Dataset.from_tensor_slices(tuple(
-                batches(c[: full * batch_size], full) for c in cols))] if full else []
+                batches(c[first * batch_size: full * batch_size], full - first) for c in cols))] \
+                if full > first else []
         if tail:
             short = tuple(c[full * batch_size:] for c in cols)
             pieces.append(tf.data.Dataset.from_tensors(
@@ -164,15 +100,21 @@ def training_dataset(data: Interactions, batch_size: int, seed: int,
             ds = ds.concatenate(piece)
         return ds
 
-    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(one_epoch)
+    if first_batch:
+        ds = tf.data.Dataset.range(start_epoch, start_epoch + 1).flat_map(lambda e: one_epoch(e, first_batch))
+        if end_epoch > start_epoch + 1:
+            ds = ds.concatenate(tf.data.Dataset.range(start_epoch + 1, end_epoch).flat_map(one_epoch))
+    else:
+        ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(one_epoch)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(2)
 
 
-def chunks_per_epoch(num_train: int, batch_size: int, batches_per_chunk: int) -> int:
+def chunks_per_epoch(num_train: int, batch_size: int, batches_per_chunk: int, first_batch: int = 0) -> int:
+    """[k, B] chunks (and the short batch) in an epoch, from its batch `first_batch` on."""
     full, tail = divmod(num_train, batch_size)
-    return int(math.ceil(full / batches_per_chunk)) + (1 if tail else 0)
+    return int(math.ceil(max(0, full - first_batch) / batches_per_chunk)) + (1 if tail else 0)
 
 
 # ---------------------------------------------------------------------------

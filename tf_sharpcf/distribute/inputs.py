@@ -78,8 +78,11 @@ class FitInput(NamedTuple):
 
 def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: int, seed: int,
               start_epoch: int, end_epoch: int, batches_per_chunk: int, jit_compile: bool,
-              negatives: int = 1) -> FitInput:
-    """The training input for epochs [start_epoch, end_epoch) under `strategy`.
+              negatives: int = 1, first_batch: int = 0, sampler=None) -> FitInput:
+    """The training input for epochs [start_epoch, end_epoch) under `strategy`,
+    the first from its batch `first_batch` on (`training_dataset`; `fit` then
+    runs that epoch alone: its steps are fewer), `negatives` per positive
+    drawn by `sampler` (`samplers.make_sampler`; None: uniform).
 
     Default strategy: chunks of `batches_per_chunk` batches, looped inside the
     (XLA-compiled) train step. Mirrored strategies (`is_mirrored`): one global
@@ -90,8 +93,11 @@ def fit_input(strategy: tf.distribute.Strategy, data: Interactions, batch_size: 
     """
     if not is_mirrored(strategy):
         return FitInput(training_dataset(data, batch_size, seed, start_epoch, end_epoch,
-                                         batches_per_chunk=batches_per_chunk, negatives=negatives),
-                        chunks_per_epoch(data.num_train, batch_size, batches_per_chunk), 1, jit_compile)
-    dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch, negatives=negatives)
-    return FitInput(distribute_batches(strategy, dataset), steps_per_epoch(data.num_train, batch_size),
+                                         batches_per_chunk=batches_per_chunk, negatives=negatives,
+                                         first_batch=first_batch, sampler=sampler),
+                        chunks_per_epoch(data.num_train, batch_size, batches_per_chunk, first_batch), 1,
+                        jit_compile)
+    dataset = training_dataset(data, batch_size, seed, start_epoch, end_epoch, negatives=negatives,
+                               first_batch=first_batch, sampler=sampler)
+    return FitInput(distribute_batches(strategy, dataset), steps_per_epoch(data.num_train, batch_size, first_batch),
                     steps_per_execution(batches_per_chunk, data.num_train, batch_size), False)

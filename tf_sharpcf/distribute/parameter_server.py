@@ -47,7 +47,8 @@ import tensorflow as tf
 
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.errors import ConfigError
-from tf_sharpcf.data.input_pipeline import NegativeSampler, feistel_round_keys, index_permutation
+from tf_sharpcf.data.input_pipeline import feistel_round_keys, index_permutation
+from tf_sharpcf.data.negatives import NegativeSampler, negative_key
 from tf_sharpcf.distribute.cluster import cluster_config, release_nothing_at_exit
 
 
@@ -75,7 +76,7 @@ class ShardedBatches(tf.Module):
     `step` of epoch `epoch` trains, a pure function of (seed, epoch, step).
     """
 
-    def __init__(self, data: Interactions, batch_size: int, seed: int, negatives: int = 1):
+    def __init__(self, data: Interactions, batch_size: int, seed: int, negatives: int = 1, sampler=None):
         super().__init__(name="sharded_batches")
         if data.num_train >= 2 ** 31:
             raise ConfigError(f"{data.num_train} training interactions: element ids are int32")
@@ -83,8 +84,8 @@ class ShardedBatches(tf.Module):
         self.seed, self.negatives = int(seed), int(negatives)
         self.users = tf.Variable(data.train_users.astype("int32"), trainable=False, name="train_users")
         self.items = tf.Variable(data.train_items.astype("int32"), trainable=False, name="train_items")
-        # The hash-table sampler: workers need no custom op library.
-        self.sampler = NegativeSampler(data, kernel=False)
+        # A hash-table sampler (kernel=False): workers need no custom op library.
+        self.sampler = sampler if sampler is not None else NegativeSampler(data, kernel=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -102,8 +103,7 @@ class ShardedBatches(tf.Module):
                       tf.int32)
         users = tf.nn.embedding_lookup(self.users, ids)
         items = tf.nn.embedding_lookup(self.items, ids)
-        key = tf.random.experimental.stateless_fold_in(
-            tf.stack([tf.constant(self.seed, tf.int64) + 7919, epoch]), step)
+        key = tf.random.experimental.stateless_fold_in(negative_key(self.seed, epoch), step)
         return ids, users, items, self.sampler(users, key, self.negatives)
 
 

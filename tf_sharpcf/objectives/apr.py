@@ -6,8 +6,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tf_sharpcf.distribute.replica import sum_rows_over_global_batch
-from tf_sharpcf.objectives.bpr import BPR
-from tf_sharpcf.objectives.base import Objective, StepInputs, bpr_loss, item_side, l2_of_items
+from tf_sharpcf.objectives.base import Objective, StepInputs, item_side, l2_of_items
+from tf_sharpcf.objectives.losses import BPR_LOSS, ScoreLoss
 
 
 def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float, num_rows=None) -> tf.Tensor:
@@ -27,10 +27,11 @@ def adversarial_perturbation(grads: tf.Tensor, ids: tf.Tensor, eps: float, num_r
 
 
 class APR(Objective):
-    """Eq. 6: BPR(Θ) + α · BPR(Θ + Δ_adv), Δ_adv = ρ · g/‖g‖ held constant.
+    """Eq. 6: L(Θ) + α · L(Θ + Δ_adv), Δ_adv = ρ · g/‖g‖ held constant, for
+    the objective's loss L on the scores (BPR in the paper).
 
     Two forward/backward passes: the inner tape gives g, the gradient of the
-    clean BPR loss w.r.t. the batch embeddings; the outer one trains on both.
+    clean loss w.r.t. the batch embeddings; the outer one trains on both.
     """
 
     log_names = Objective.log_names + ("adversarial_loss",)
@@ -38,8 +39,8 @@ class APR(Objective):
     scores_once = False         # it scores the perturbed rows too
 
     def __init__(self, eps: float = 0.5, adv_weight: float = 1.0, l2: float = 0.0, negatives: int = 1,
-                 name=None):
-        super().__init__(l2=l2, name=name)
+                 loss: ScoreLoss = BPR_LOSS, name=None):
+        super().__init__(l2=l2, loss=loss, name=name)
         self.eps = float(eps)
         self.adv_weight = float(adv_weight)
         # The fused row kernel measured slower than the all-XLA step for APR
@@ -47,7 +48,7 @@ class APR(Objective):
         self.row_kernel_helps = int(negatives) > 1
 
     def warmup(self) -> Objective:
-        return BPR(l2=self.l2)
+        return Objective(l2=self.l2, loss=self.loss)
 
     def __call__(self, step: StepInputs):
         eu, items = step.user_emb, item_side(step)
@@ -55,13 +56,13 @@ class APR(Objective):
         with tf.GradientTape() as inner:
             inner.watch([eu, *watched])
             pos, neg = items.evaluate(eu)
-            bpr = bpr_loss(pos, neg)
-        gu, *g_items = inner.gradient(bpr, [eu, *watched])
+            clean = self.loss(pos, neg)
+        gu, *g_items = inner.gradient(clean, [eu, *watched])
         du = adversarial_perturbation(gu, step.users, self.eps, step.num_users)
         # The positive rows and all B·K negative rows, one item-table gradient.
         moved = items.perturbed(g_items, lambda g, ids: adversarial_perturbation(g, ids, self.eps,
                                                                                  step.num_items))
-        adv = bpr_loss(*moved.evaluate(eu + du))
+        adv = self.loss(*moved.evaluate(eu + du))
         reg = self.l2 * l2_of_items(eu, items)
-        loss = bpr + reg + self.adv_weight * adv
-        return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, "adversarial_loss": adv}
+        loss = clean + reg + self.adv_weight * adv
+        return loss, {"loss": loss, self.loss.log_name: clean, "reg_loss": reg, "adversarial_loss": adv}

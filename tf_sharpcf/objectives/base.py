@@ -19,6 +19,7 @@ from typing import Any, Dict, NamedTuple, Tuple
 import tensorflow as tf
 
 from tf_sharpcf.objectives.items import GatheredItems, dot, negative_sq_sum  # noqa: F401 (dot: re-exported)
+from tf_sharpcf.objectives.losses import BPR_LOSS, ScoreLoss, bpr_loss  # noqa: F401 (bpr_loss: re-exported)
 
 
 Logs = Dict[str, tf.Tensor]
@@ -50,18 +51,6 @@ def item_side(step: StepInputs):
 # Pure functions
 
 
-def bpr_loss(pos_scores: tf.Tensor, neg_scores: tf.Tensor) -> tf.Tensor:
-    """Mean of -ln σ(ŷ_ui − ŷ_uj) over the batch's B·K (positive, negative) pairs (Eq. 3).
-
-    pos_scores: [B] float32; neg_scores: [B, K] float32 (K negatives per
-    positive), or [B] for K = 1 -> scalar. -ln σ(x) is computed as
-    softplus(-x), the same value without overflow for large |x|.
-    """
-    if len(neg_scores.shape) == 1:
-        return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores))
-    return tf.reduce_mean(tf.nn.softplus(neg_scores - pos_scores[:, None]))
-
-
 def l2_penalty(user: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor) -> tf.Tensor:
     """½ (‖e_u‖² + ‖e_i‖² + (1/K) Σ_k ‖e_jk‖²) summed over the batch, divided by B.
 
@@ -85,7 +74,11 @@ def l2_of_items(user: tf.Tensor, items) -> tf.Tensor:
 
 
 class Objective(tf.Module):
-    """Base: BPR + L2 on the batch embeddings."""
+    """Base: a loss on the scores (BPR unless given) + L2 on the batch embeddings.
+
+    loss: a `losses.ScoreLoss`; its value is logged as `<name>_loss`, which
+    takes "bpr_loss"'s place in `log_names` for a loss other than BPR.
+    """
 
     log_names: Tuple[str, ...] = ("loss", "bpr_loss", "reg_loss")
     # Reads its scores only through `step.items` (never pos_emb / neg_emb), so
@@ -99,9 +92,12 @@ class Objective(tf.Module):
     # faster than the all-XLA step (`MatrixFactorization.compile`, row_kernel=None).
     row_kernel_helps: bool = True
 
-    def __init__(self, l2: float = 0.0, name=None):
+    def __init__(self, l2: float = 0.0, loss: ScoreLoss = BPR_LOSS, name=None):
         super().__init__(name=name)
         self.l2 = float(l2)
+        self.loss = loss
+        if loss.log_name != BPR_LOSS.log_name:
+            self.log_names = tuple(loss.log_name if n == BPR_LOSS.log_name else n for n in type(self).log_names)
 
     def warmup(self) -> "Objective":
         return self
@@ -114,12 +110,12 @@ class Objective(tf.Module):
     def __call__(self, step: StepInputs) -> Tuple[tf.Tensor, Logs]:
         eu, items = step.user_emb, item_side(step)
         pos, neg = items.evaluate(eu)
-        bpr = bpr_loss(pos, neg)
+        ranking = self.loss(pos, neg)
         reg = self.l2 * l2_of_items(eu, items)
-        extra, logs = self.extra_loss(step, (pos, neg), bpr)
-        loss = bpr + reg + extra
-        return loss, {"loss": loss, "bpr_loss": bpr, "reg_loss": reg, **logs}
+        extra, logs = self.extra_loss(step, (pos, neg), ranking)
+        loss = ranking + reg + extra
+        return loss, {"loss": loss, self.loss.log_name: ranking, "reg_loss": reg, **logs}
 
-    def extra_loss(self, step: StepInputs, scores, bpr):
+    def extra_loss(self, step: StepInputs, scores, ranking):
         """scores: ([B] positive, [B, K] or [B] negative scores) -> (term, its logs)."""
         return tf.constant(0.0), {}

@@ -16,6 +16,10 @@ scores at rows moved by Δ. Two implementations of that one contract:
   objective that scores once, at `step.user_emb` (`Objective.scores_once`):
   the model then runs the objective and its gradient w.r.t. the scores under
   XLA, between the kernel's forward and backward passes.
+
+`CosineItems` wraps any of them for `--similarity cosine`: the same contract,
+scores divided by the rows' norms (`item_sq_norms`, the fourth method of the
+contract), L2 terms the raw rows'.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import tensorflow as tf
 
+from tf_sharpcf.objectives.losses import cosine
 from tf_sharpcf.optim.kernels.gather_dot import fused
 
 # perturb(grads [n, d], ids [n]) -> Δ [n, d]: APR's per-row step (apr.py)
@@ -73,6 +78,10 @@ class GatheredItems:
         """[Σ_b ‖e_i‖², Σ_b Σ_k ‖e_jk‖² / K]: `base.l2_penalty`'s item terms."""
         return [tf.reduce_sum(tf.square(self.pos_emb)), negative_sq_sum(self.neg_emb)]
 
+    def item_sq_norms(self) -> ItemScores:
+        """‖e_i‖² [B] and ‖e_jk‖² [B, K] ([B] for K = 1) of the rows `evaluate` scores."""
+        return ItemScores(tf.reduce_sum(tf.square(self.pos_emb), -1), tf.reduce_sum(tf.square(self.neg_emb), -1))
+
     def watched(self) -> Sequence[tf.Tensor]:
         """What an inner tape differentiates to get the items' row gradients."""
         return [self.pos_emb, self.neg_emb]
@@ -115,6 +124,13 @@ class FusedItems:
             raise ValueError("sq_sums() needs the scores of an evaluate() first")
         return _split_sq_sums(self._clean.sq_norms)
 
+    def item_sq_norms(self) -> ItemScores:
+        """The kernel's squared norms of the scored rows; not for perturbed rows
+        (the model keeps an objective that scores those on the gathered path)."""
+        if self._clean is None or self.delta is not None:
+            raise ValueError("item_sq_norms() needs the unperturbed scores of an evaluate() first")
+        return ItemScores(self._clean.sq_norms[:, 0], self._clean.sq_norms[:, 1:])
+
     def watched(self) -> Sequence[tf.Tensor]:
         return [self.table]
 
@@ -150,3 +166,32 @@ class ScoredItems:
 
     def sq_sums(self) -> List[tf.Tensor]:
         return _split_sq_sums(self.sq_norms)
+
+    def item_sq_norms(self) -> ItemScores:
+        return ItemScores(self.sq_norms[:, 0], self.sq_norms[:, 1:])
+
+
+class CosineItems:
+    """`inner`'s scores as cosine similarities, ŷ_ui = e_u·e_i / (‖e_u‖ ‖e_i‖);
+    its L2 terms (`sq_sums`) and everything else as `inner`'s."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
+        pos, neg = self.inner.evaluate(user_rows)
+        pos_sq, neg_sq = self.inner.item_sq_norms()
+        user_sq = tf.reduce_sum(tf.square(user_rows), 1)
+        return ItemScores(cosine(pos, user_sq, pos_sq), cosine(neg, user_sq, neg_sq))
+
+    def sq_sums(self) -> List[tf.Tensor]:
+        return self.inner.sq_sums()
+
+    def item_sq_norms(self) -> ItemScores:
+        return self.inner.item_sq_norms()
+
+    def watched(self) -> Sequence[tf.Tensor]:
+        return self.inner.watched()
+
+    def perturbed(self, grads: Sequence[tf.Tensor], perturb: Perturb) -> "CosineItems":
+        return CosineItems(self.inner.perturbed(grads, perturb))

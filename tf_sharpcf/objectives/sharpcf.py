@@ -1,4 +1,4 @@
-"""SharpCF (Eq. 17): BPR plus λ · the squared change of the batch's positive scores
+"""SharpCF (Eq. 17): a loss on scores (BPR in the paper) plus λ · the squared change of the batch's positive scores
 over E epochs, read from and written to the `TrajectoryTable`.
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tf_sharpcf.objectives.trajectory import TrajectoryTable
 from tf_sharpcf.objectives.base import Objective, StepInputs
+from tf_sharpcf.objectives.losses import BPR_LOSS, ScoreLoss
 
 
 def trajectory_loss(scores: tf.Tensor, old_scores: tf.Tensor) -> tf.Tensor:
@@ -19,24 +20,24 @@ def trajectory_loss(scores: tf.Tensor, old_scores: tf.Tensor) -> tf.Tensor:
 
 
 class SharpCF(Objective):
-    """Eq. 17: BPR + λ/|B| · ‖Ŷ_B(Θ_e) − Ŷ_B(Θ_{e−E})‖².
+    """Eq. 17: L + λ/|B| · ‖Ŷ_B(Θ_e) − Ŷ_B(Θ_{e−E})‖², L the objective's loss (BPR by default).
 
     Every step reads each positive pair's score from E epochs ago out of the
     `TrajectoryTable` and writes the current one in its place. The trajectory
     term is on from epoch `warmup_epochs` (0-based) once the table is filled
-    (epoch >= E); before that the loss is BPR exactly, and so is λ = 0.
+    (epoch >= E); before that the loss is L exactly, and so is λ = 0.
     """
 
     log_names = Objective.log_names + ("trajectory_loss",)
 
     def __init__(self, table: TrajectoryTable, lam: float = 0.1, warmup_epochs: int = 0,
-                 l2: float = 0.0, name=None):
-        super().__init__(l2=l2, name=name)
+                 l2: float = 0.0, loss: ScoreLoss = BPR_LOSS, name=None):
+        super().__init__(l2=l2, loss=loss, name=name)
         self.table = table
         self.lam = float(lam)
         self.warmup_epochs = int(warmup_epochs)
 
-    def extra_loss(self, step: StepInputs, scores, bpr):
+    def extra_loss(self, step: StepInputs, scores, ranking):
         pos = scores[0]
         epoch = step.epoch
         # One gather and one scatter on the table: the old slot out, `pos` in.

@@ -22,7 +22,6 @@ from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation.metrics import is_metric
 from tf_sharpcf.evaluation.ranking import Evaluator
 from tf_sharpcf.atomic import WriteError, atomic_save_npy, atomic_write_text
-from tf_sharpcf.optim.sparse import table_value
 from tf_sharpcf.training.progress import epoch_line
 
 
@@ -38,13 +37,25 @@ class NonFiniteLoss(TrainingError):
 
 
 class EpochTimer(tf.keras.callbacks.Callback):
-    """Adds `seconds` (training time of the epoch, evaluation excluded) to the logs."""
+    """Adds `seconds` (training time of the epoch, evaluation excluded) to the logs.
+
+    carried: {epoch: seconds} already spent on an epoch by a run stopped in
+    it (`preemption.InEpoch`), counted in when the epoch goes on.
+    """
+
+    def __init__(self, carried: Optional[Dict[int, float]] = None):
+        super().__init__()
+        self.carried = dict(carried or {})
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - self.carried.pop(epoch, 0.0)
+
+    def elapsed(self) -> float:
+        """Seconds of the current epoch so far."""
+        return time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["seconds"] = time.perf_counter() - self._start
+        logs["seconds"] = self.elapsed()
 
 
 class StopOnNonFiniteEpochLoss(tf.keras.callbacks.Callback):
@@ -76,21 +87,23 @@ class StopOnNonFiniteLoss(StopOnNonFiniteEpochLoss):
     last checkpoint stays good.
     """
 
-    def __init__(self, batches_per_chunk: int, num_train: int, batch_size: int):
+    def __init__(self, batches_per_chunk: int, num_train: int, batch_size: int, resumed=(-1, 0)):
         super().__init__()
         self._supports_tf_logs = True     # no conversion of the other callbacks' batch logs
         self.k = batches_per_chunk
         self.full, tail = divmod(num_train, batch_size)
         self.batches = self.full + (1 if tail else 0)
+        self.resumed = resumed            # (epoch, batches of it trained before a stop, `preemption.py`)
 
     def on_train_batch_end(self, batch, logs=None):
-        first = batch * self.k + 1
+        first = self._first + batch * self.k + 1
         last = min(first + self.k - 1, self.full) if first <= self.full else first
         where = f"batch {first}" if first == last else f"batches {first}-{last}"
         self._check(logs, self._epoch, f"{where} of {self.batches}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._first = self.resumed[1] if epoch == self.resumed[0] else 0
 
 
 class Evaluate(tf.keras.callbacks.Callback):
@@ -102,8 +115,7 @@ class Evaluate(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.last_epoch:
-            logs.update(self.evaluator.evaluate(table_value(self.model.user_embedding),
-                                                table_value(self.model.item_embedding)))
+            logs.update(self.evaluator.evaluate(*self.model.final_embeddings()))
 
 
 class History(tf.keras.callbacks.Callback):
@@ -215,8 +227,9 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
                                             if is_metric(k)}}
         checkpointing.write(self.workdir / run_dir.BEST, self.model, meta=self.best)
         users, items = run_dir.EMBEDDINGS
-        atomic_save_npy(self.workdir / users, self.model.user_embedding.numpy())
-        atomic_save_npy(self.workdir / items, self.model.item_embedding.numpy())
+        user_rows, item_rows = self.model.final_embeddings()     # what the model ranks by
+        atomic_save_npy(self.workdir / users, user_rows.numpy())
+        atomic_save_npy(self.workdir / items, item_rows.numpy())
 
 
 class LastCheckpoint(tf.keras.callbacks.Callback):
@@ -225,16 +238,27 @@ class LastCheckpoint(tf.keras.callbacks.Callback):
     optimizer, and meta.json {epoch: epochs completed, history: rows, best}.
 
     Runs after `History` and `BestCheckpoint`, so the meta includes this
-    epoch's row and best.
+    epoch's row and best. `save` also writes mid-epoch (`preemption.py`).
     """
 
     def __init__(self, folder: Path, every: int, last_epoch: int, history: History, best: BestCheckpoint):
         super().__init__()
         self.folder, self.every, self.last_epoch = Path(folder), every, last_epoch
         self.history, self.best = history, best
+        self.saved = None        # (epochs, batches) of the last save by this process
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done == self.last_epoch or (self.every and done % self.every == 0):
-            checkpointing.write(self.folder, self.model, self.model.optimizer,
-                                meta={"epoch": done, "history": self.history.rows, "best": self.best.best})
+            self.save(done)
+
+    def save(self, epochs: int, batches: int = 0, in_epoch: Optional[Dict] = None) -> Path:
+        """Writes the checkpoint after `epochs` epochs and `batches` batches of
+        the next one; meta.json gets `batches` and `in_epoch` (that epoch's
+        running logs and seconds) when `batches` > 0."""
+        meta = {"epoch": epochs, "history": self.history.rows, "best": self.best.best}
+        if batches:
+            meta.update(batches=batches, in_epoch=in_epoch)
+        folder = checkpointing.write(self.folder, self.model, self.model.optimizer, meta=meta)
+        self.saved = (epochs, batches)
+        return folder

@@ -18,12 +18,17 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from tf_sharpcf import methods
+from tf_sharpcf import losses, methods, samplers
 from tf_sharpcf.analysis.experiments import Experiment, plan, summarize, table_csv_rows, table_markdown
 from tf_sharpcf.config import Config
-from tf_sharpcf.training import run_dir
+from tf_sharpcf.errors import Stopped
+from tf_sharpcf.training import run_dir, signals
+
+# How an experiment stopped by SIGTERM or SIGINT (`signals`) goes on.
+CONTINUE = "finished runs are kept: the same pipeline command continues the experiment"
 
 
+@signals.deferring("the experiment")     # SIGTERM/SIGINT: stop after the current chunk (preemption.py)
 def run_experiment(exp: Experiment, root: Path, data_dir: Optional[str] = None, epochs: Optional[int] = None,
                    table_only: bool = False, verbose: int = 1) -> Path:
     """Trains the definition's unfinished runs into `root` (none if
@@ -49,6 +54,7 @@ def run_experiment(exp: Experiment, root: Path, data_dir: Optional[str] = None, 
                 continue
             if table_only:
                 continue
+            signals.stop_if_requested(f"before run {run.label}", CONTINUE)
             from tf_sharpcf.training import train
             if data is None:
                 data = train.load_data(run.config)
@@ -100,12 +106,18 @@ def _unused(method: str):
     return tuple(f for f in methods.method_fields() if f not in own)
 
 
+def _unused_part_fields(train) -> tuple:
+    """The other losses' and samplers' own fields (τ for a BPR run), likewise."""
+    return (*losses.unused_fields(train.loss), *samplers.unused_fields(train.sampler))
+
+
 def _what_counts(config: Config) -> Config:
     """`config` without what does not change the run: where the data lives
     (`data_dir`, this machine's), how often it is checkpointed, and the fields
     its method does not use."""
     neutral = Config().train
-    unused = {f: getattr(neutral, f) for f in _unused(config.train.method)}
+    unused = {f: getattr(neutral, f) for f in (*_unused(config.train.method),
+                                               *_unused_part_fields(config.train))}
     return config.replace(data={"data_dir": None}, train={"checkpoint_every": 1, **unused})
 
 
@@ -119,7 +131,10 @@ def _train(name: str, config: Config, out: Path, data, verbose: int, resume: Opt
         if out.exists() and not resume:
             shutil.rmtree(out)
     print(f"[{name}] {out.name}{' (resumed)' if resume else ''}", file=sys.stderr, flush=True)
-    return train.train_and_evaluate(config, out, data, verbose=verbose, start=train.Start.resuming(resume))
+    try:
+        return train.train_and_evaluate(config, out, data, verbose=verbose, start=train.Start.resuming(resume))
+    except Stopped as e:
+        raise Stopped(e.signum, f"in run {out.name}: {e.where}", CONTINUE) from None
 
 
 def _warmups(runs, root: Path):

@@ -10,9 +10,9 @@ and writes the run's files into `workdir`:
   user_embeddings.npy, item_embeddings.npy (best epoch).
 
 `start=Start.resuming()` continues the run in `workdir` from checkpoints/last/. Each
-epoch's batches are a pure function of (seed, epoch), so the epoch count is
-all the input pipeline needs; on CPU the resumed run is bit-identical to an
-uninterrupted one.
+epoch's batches are a pure function of (seed, epoch), so the epoch count (and
+the batch, after a stop mid-epoch) is all the input pipeline needs; on CPU
+the resumed run is bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_sharpcf import methods
+from tf_sharpcf import losses, methods, samplers
 from tf_sharpcf.distribute import inputs, strategy as strategies
-from tf_sharpcf.training import checkpointing, run_dir
+from tf_sharpcf.training import checkpointing, preemption, run_dir, signals
 from tf_sharpcf.training.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
                                            LastCheckpoint, StopOnNonFiniteEpochLoss, StopOnNonFiniteLoss)
 from tf_sharpcf.training.progress import Progress
@@ -48,10 +48,12 @@ DEFAULT_BATCHES_PER_CHUNK = 128
 _TERM_ORDER = ("loss", "bpr_loss", "reg_loss", "trajectory_loss", "adversarial_loss")
 
 
-def history_columns() -> Tuple[str, ...]:
-    """history.csv's loss columns: every registered method's logs, then seconds."""
-    logs = methods.log_names()
-    known = tuple(c for c in _TERM_ORDER if c in logs)
+def history_columns(loss: str = losses.DEFAULT) -> Tuple[str, ...]:
+    """history.csv's loss columns: every registered method's logs, with the
+    run's loss on scores (`losses.py`) logged in BPR's place, then seconds."""
+    name = losses.get(loss).log_name
+    logs = tuple(name if n == "bpr_loss" else n for n in methods.log_names())
+    known = tuple(name if c == "bpr_loss" else c for c in _TERM_ORDER if c in methods.log_names())
     return (*known, *(n for n in logs if n not in known), "seconds")
 
 
@@ -65,7 +67,8 @@ def build_model(config: Config, data: Interactions, retry_safe: bool = False):
     retry_safe: for strategies that may run a step twice (`make_objective`)."""
     objective = methods.make_objective(config.train, data.num_train, retry_safe=retry_safe)
     model = MatrixFactorization(data.num_users, data.num_items, config.model.dim,
-                                config.model.init_std, seed=config.train.seed)
+                                config.model.init_std, seed=config.train.seed,
+                                similarity=config.model.similarity)
     if isinstance(objective, SharpCF):
         model.trajectory = objective.table      # tracked, so checkpoints carry the table
     optimizer = make_optimizer(config.train.optimizer, config.train.lr)
@@ -85,7 +88,7 @@ def phases(objective, warmup_epochs: int, epochs: int):
 
 
 def fit_phase(model, objective, optimizer, data: Interactions, train_config, start: int, end: int,
-              callbacks: Sequence[tf.keras.callbacks.Callback] = (), scheduled=None):
+              callbacks: Sequence[tf.keras.callbacks.Callback] = (), scheduled=None, first_batch: int = 0):
     """The one training recipe: `objective` for epochs [start, end) of a run
     of `train_config` (its batches, seed, K, XLA setting), on the strategy
     the model was built under. set_objective -> compile -> Keras `fit`.
@@ -94,23 +97,32 @@ def fit_phase(model, objective, optimizer, data: Interactions, train_config, sta
     the fused row kernel where it applies); mirrored strategies: one global
     batch per step (`inputs.fit_input`); parameter-server: `scheduled`
     (`parameter_server.ScheduledSteps`) schedules the steps. -> Keras History.
+    first_batch: epoch `start` goes on from this batch (`preemption.epoch_spans`).
     """
     t = train_config
     model.set_objective(objective)
     if scheduled is not None:
         from tf_sharpcf.distribute import parameter_server
-        model.compile(optimizer=optimizer, jit_compile=False)
+        model.compile(optimizer=optimizer, jit_compile=False, pool=samplers.pool(t))
         scheduled.install(model)
         return model.fit(parameter_server.dummy_input(), initial_epoch=start, epochs=end,
                          steps_per_epoch=scheduled.batches.steps_per_epoch, callbacks=list(callbacks), verbose=0)
+    if not any(isinstance(c, preemption.StopOnSignal) for c in callbacks):
+        callbacks = [*callbacks, preemption.StopUnsaved()]     # e.g. the tuner's warm-up: nothing to save
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
-    fit_input = inputs.fit_input(model.distribute_strategy, data, t.batch_size, t.seed, start, end, k,
-                                     t.jit_compile, t.negatives)
+    # The sampler draws M candidates per negative (M > 1: dns); the step keeps K.
+    sampler, pool = samplers.make_sampler(data, t), samplers.pool(t)
+    spans = [(a, b, inputs.fit_input(model.distribute_strategy, data, t.batch_size, t.seed, a, b, k,
+                                     t.jit_compile, t.negatives * pool, first_batch=first, sampler=sampler))
+             for a, b, first in preemption.epoch_spans(start, end, first_batch)]
+    fit_input = spans[0][2]
     model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile, negatives=t.negatives,
-                  batch_size=t.batch_size,
+                  batch_size=t.batch_size, pool=pool,
                   steps_per_execution=fit_input.steps_per_execution)
-    return model.fit(fit_input.dataset, initial_epoch=start, epochs=end, steps_per_epoch=fit_input.steps_per_epoch,
-                     callbacks=list(callbacks), verbose=0)
+    for a, b, fit_input in spans:
+        history = model.fit(fit_input.dataset, initial_epoch=a, epochs=b, steps_per_epoch=fit_input.steps_per_epoch,
+                            callbacks=list(callbacks), verbose=0)
+    return history
 
 
 def inactive_terms(train_config):
@@ -149,6 +161,7 @@ class Start:
         return Start(checkpoint=Path(checkpoint), epoch=int(epoch))
 
 
+@signals.deferring("the run")        # SIGTERM/SIGINT: stop after the current chunk (preemption.py)
 def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interactions] = None,
                        verbose: int = 1, start: Start = Start(),
                        callbacks: Sequence[tf.keras.callbacks.Callback] = (), **removed) -> Dict:
@@ -160,7 +173,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     metrics.json.
 
     Raises `TrainingError` (non-finite loss, a failed write) with a message
-    naming the epoch or file and the last good checkpoint.
+    naming the epoch or file and the last good checkpoint; `Stopped` after a
+    chunk on SIGTERM/SIGINT (`signals`), checkpoints/last/ saved at that step
+    (`preemption.py`; `Start.resuming()` goes on from it).
 
     callbacks: extra Keras callbacks, called after the run's own.
     """
@@ -184,16 +199,17 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     tf.keras.utils.set_random_seed(t.seed)
     with strategy.scope():
         model, objective, optimizer = build_model(config, data, retry_safe=t.strategy == "parameter-server")
-    rows, best_so_far = [], None
+    rows, best_so_far, in_epoch = [], None, None
     with strategy.scope():                  # restoring builds the optimizer's slots
         if resume and checkpointing.exists(workdir / run_dir.LAST):    # a damaged one is an error there
             meta = checkpointing.restore(workdir / run_dir.LAST, model, optimizer)
             start_epoch, rows, best_so_far = meta["epoch"], meta["history"], meta["best"]
+            in_epoch = preemption.InEpoch.from_meta(meta)      # stopped mid-epoch by a signal
         elif start.checkpoint is not None:
             checkpointing.restore(start.checkpoint, model, optimizer)
     evaluator = Evaluator(data, e.ks, e.user_batch)
     metric_names = metric_columns(evaluator.ks)
-    history = History(workdir / run_dir.HISTORY, [*history_columns(), *metric_names, "eval_seconds"],
+    history = History(workdir / run_dir.HISTORY, [*history_columns(config.train.loss), *metric_names, "eval_seconds"],
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=int(verbose >= 2), resume=resume,
                       inactive=inactive_terms(t))
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
@@ -203,24 +219,30 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         from tf_sharpcf.distribute import parameter_server
         from tf_sharpcf.distribute import cluster
         with strategy.scope():
-            batches = parameter_server.ShardedBatches(data, t.batch_size, t.seed, t.negatives)
+            batches = parameter_server.ShardedBatches(data, t.batch_size, t.seed, t.negatives * samplers.pool(t),
+                                                      sampler=samplers.make_sampler(data, t, kernel=False))
         scheduled = parameter_server.ScheduledSteps(strategy, batches)
     # Under the parameter-server strategy the loss is checked per epoch: its steps are asynchronous.
     stop = (StopOnNonFiniteEpochLoss() if scheduled else
-            StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size))
-    extra, callbacks = list(callbacks), [*([scheduled] if scheduled else []), EpochCounter(), EpochTimer(), stop,
-                 Evaluate(evaluator, e.eval_every, t.epochs), history, best,
-                 LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)]
+            StopOnNonFiniteLoss(batches_per_step, data.num_train, t.batch_size,
+                                (in_epoch.epoch, in_epoch.batches) if in_epoch else (-1, 0)))
+    timer = EpochTimer({in_epoch.epoch: in_epoch.seconds} if in_epoch else None)
+    last = LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)
+    extra, callbacks = list(callbacks), [*([scheduled] if scheduled else []), EpochCounter(), timer, stop,
+                 Evaluate(evaluator, e.eval_every, t.epochs), history, best, last]
     if verbose == 1:
         callbacks.append(Progress(history, t.epochs, every=max(1, min(e.eval_every, 10))))
-    callbacks += extra
+    # Last: on SIGTERM/SIGINT every other callback has seen the step it stops after.
+    callbacks += [*extra, (preemption.StopOnSignal if scheduled else preemption.StopInEpoch)(
+        last, timer, workdir, start_epoch, in_epoch, batches_per_step, data.num_train, t.batch_size)]
 
     try:
         for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
             start = max(start, start_epoch)
             if start >= end:
                 continue
-            fit_phase(model, phase_objective, optimizer, data, t, start, end, callbacks, scheduled)
+            first = in_epoch.batches if in_epoch and start == in_epoch.epoch else 0
+            fit_phase(model, phase_objective, optimizer, data, t, start, end, callbacks, scheduled, first)
     except TrainingError as err:
         err.args = (f"{err}; {_last_checkpoint_note(workdir)}",)
         raise

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpcf.training import checkpointing, run_dir
-from tf_sharpcf import methods
+from tf_sharpcf import losses, methods, samplers
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.objectives.trajectory import TrajectoryTable, reslot
@@ -39,8 +39,12 @@ def method_fields():
 
 
 def sharing_key(config: Config) -> Config:
-    """`config` with the method-only fields reset: equal keys, equal warm-ups."""
-    return config.replace(train={f: getattr(_NEUTRAL, f) for f in method_fields()})
+    """`config` with the method-only fields reset, and the fields of other
+    losses and samplers than its own: equal keys, equal warm-ups. The one definition of
+    what a warm-up trains (the tuner's `WarmStarts.key` reads it too)."""
+    reset = (*method_fields(), *losses.unused_fields(config.train.loss),
+             *samplers.unused_fields(config.train.sampler))
+    return config.replace(train={f: getattr(_NEUTRAL, f) for f in reset})
 
 
 def can_branch(config: Config) -> bool:
@@ -65,7 +69,7 @@ def warmup_config(configs: Sequence[Config]) -> Config:
     windows = [c.train.window for c in configs if methods.get(c.train.method).records_trajectory]
     if windows:
         return base.replace(train={"method": "sharpcf", "epochs": warm, "lam": 0.0, "window": max(windows)})
-    return base.replace(train={"method": "bpr", "epochs": warm})
+    return base.replace(train={"method": methods.WARMUP_METHOD, "epochs": warm})
 
 
 def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> None:
@@ -93,7 +97,7 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
 
     # The embeddings, epoch counter and optimizer state, without the warm-up's
     # W-slot table (a BPR model of the same config has the same variables).
-    model, _, optimizer = train.build_model(config.replace(train={"method": "bpr"}), data)
+    model, _, optimizer = train.build_model(config.replace(train={"method": methods.WARMUP_METHOD}), data)
     meta = checkpointing.restore(found, model, optimizer)
     if methods.get(config.train.method).records_trajectory:
         recorded = _recorded_trajectory(found)

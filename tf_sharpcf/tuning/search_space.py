@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
-from tf_sharpcf import methods as method_registry
+from tf_sharpcf import losses as loss_registry, methods as method_registry, params as param_registry
+from tf_sharpcf import samplers as sampler_registry
 from tf_sharpcf.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,6 +80,18 @@ class Parameter:
         owners = tuple(m.name for m in method_registry.all_methods() if self.field in m.fields)
         return owners or method_registry.names()
 
+    @property
+    def losses(self) -> Tuple[str, ...]:
+        """The losses it applies to: its owner among the losses (`losses.Loss.fields`), else all."""
+        owners = tuple(x.name for x in loss_registry.all_losses() if self.field in x.fields)
+        return owners or loss_registry.names()
+
+    @property
+    def samplers(self) -> Tuple[str, ...]:
+        """The samplers it applies to, likewise (`samplers.Sampler.fields`)."""
+        owners = tuple(x.name for x in sampler_registry.all_samplers() if self.field in x.fields)
+        return owners or sampler_registry.names()
+
     def declare(self, hp: HyperParameters, space: Space) -> None:
         if space.kind == "range":
             lo, hi = space.values
@@ -91,9 +104,9 @@ class Parameter:
 
 
 PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
-    # each method's own, declared in its `methods.Method` (`methods.Param`)
+    # each method's and loss's own, declared in its `methods.Method` or `losses.Loss` (`params.Param`)
     *[Parameter(p.name, p.field, p.kind, Space(*p.search) if p.search else None, p.search_doc)
-      for p in method_registry.all_params()],
+      for p in param_registry.all_params()],
     # lr and L2 default to log grids, not continuous ranges: every (lr, L2) pair
     # needs its own warm-up, and a grid keeps that to at most 9.
     Parameter("lr", "lr", float, Space.choice(2.5e-3, 5e-3, 1e-2), "learning rate"),
@@ -130,15 +143,28 @@ def parse_fix(text: str) -> Tuple[str, Space]:
     return p.name, Space.fixed(number)
 
 
-def search_space(method: str, overrides: Mapping[str, Space]) -> Dict[str, Space]:
-    """The domains of `method`'s parameters: the defaults, with `overrides`.
+def search_space(method: str, overrides: Mapping[str, Space], loss: str = loss_registry.DEFAULT,
+                 sampler: str = sampler_registry.DEFAULT) -> Dict[str, Space]:
+    """The domains of the parameters of `method` on `loss` with `sampler`: the
+    defaults, with `overrides`.
 
-    A range or list of values for a parameter the method does not use is an
-    error; a fixed value for one is allowed (it only sets the Config field).
+    A range or list of values for a parameter the method, the loss or the
+    sampler does not use is an error; a fixed value for one is allowed (it
+    only sets the Config field).
     """
     space = {}
     for name, p in PARAMETERS.items():
         given = overrides.get(name)
+        part = next(((kind, owners, value) for kind, owners, value in (
+            ("loss", p.losses, loss), ("sampler", p.samplers, sampler)) if value not in owners), None)
+        if part is not None:
+            kind, owners, value = part
+            if given is not None and given.kind != "fixed":
+                raise ConfigError(f"invalid --{p.flag}-{'range' if given.kind == 'range' else 'values'}: "
+                                  f"{p.name} applies to --{kind} {', '.join(owners)} only, not {value}")
+            if given is not None:
+                space[name] = given
+            continue
         if method in p.methods:
             if given or p.default:
                 space[name] = given or p.default

@@ -44,16 +44,20 @@ from keras_tuner.engine.base_tuner import BaseTuner
 from keras_tuner.engine.hyperparameters import HyperParameters
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
-from tf_sharpcf.training import checkpointing, run_dir, train
+from tf_sharpcf.training import checkpointing, run_dir, signals, train
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions, split_validation
-from tf_sharpcf.errors import TfSharpCFError, TrainingError
+from tf_sharpcf.errors import Stopped, TfSharpCFError, TrainingError
 from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.tuning.search_space import PARAMETERS
 from tf_sharpcf.tuning.warm_starts import WarmStarts
 from tf_sharpcf.tuning.settings import (OBJECTIVE, OBJECTIVE_K, SECONDARY, SearchSettings, check_project,
                                         project_dir, write_best_config)
 from tf_sharpcf.tuning.reports import describe, timings, write_tables
+
+
+# How a search stopped by SIGTERM or SIGINT (`signals`) goes on.
+CONTINUE = "finished trials are kept: the same tune command (or tune --resume) continues the search"
 
 
 def make_oracle(settings: SearchSettings):
@@ -111,16 +115,21 @@ class Tuner(BaseTuner):
         start = time.perf_counter()
         scratch = folder / "warm_start"
         resume = checkpointing.find(folder / run_dir.LAST) is not None
-        if resume:
-            init, warm = None, self.warm_starts.info(config)
-        else:
-            init, warm = self.warm_starts.checkpoint(config, scratch)
         try:
+            if resume:
+                init, warm = None, self.warm_starts.info(config)
+            else:
+                init, warm = self.warm_starts.checkpoint(config, scratch)
             begin = (train.Start.resuming() if resume else
                      train.Start.branch(init, warm["epochs"]) if init else train.Start())
             metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, start=begin)
         except TrainingError as e:             # a non-finite loss: a failed trial, the search goes on
             raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
+        except Stopped as e:
+            # SIGTERM/SIGINT: the trial saved its checkpoint (a shared warm-up is
+            # trained again); keras-tuner runs the trial again on a re-run
+            raise kt_errors.FatalError(str(e)) from Stopped(e.signum, f"in trial {trial.trial_id}: {e.where}",
+                                                            CONTINUE)
         except Exception as e:
             # keras-tuner would record anything else as a failed trial and go
             # on; a bug or bad data must stop the search (`search` unwraps it).
@@ -152,6 +161,7 @@ class Tuner(BaseTuner):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self.write_tables()
+        signals.stop_if_requested(f"after trial {trial.trial_id}", CONTINUE)
 
     def write_tables(self) -> List[Dict[str, Any]]:
         """trials.csv / trials.md of the trials so far (`reports.write_tables`); -> their rows."""
@@ -175,6 +185,7 @@ class Tuner(BaseTuner):
         return rows
 
 
+@signals.deferring("the search")      # SIGTERM/SIGINT: stop after the current chunk, trial or step
 def search(settings: SearchSettings, directory: Path, project_name: str, data: Optional[Interactions] = None,
            overwrite: bool = False, final: bool = True, verbose: int = 1) -> Dict[str, Any]:
     """Runs (or continues) the search and writes its reports; -> summary.json's contents.

@@ -1,9 +1,10 @@
 """The tuner's shared warm starts: one BPR warm-up per key, reused by every trial.
 
 Epochs [0, E_start) of an APR or SharpCF run (a method whose
-`methods.Method.warm_start` is set) are plain BPR: they depend on the data,
-dim, init_std, lr, L2, optimizer, batch size, K, seed and E_start, never on
-the method's own fields. `WarmStarts` trains them once per such key into
+`methods.Method.warm_start` is set) are the bare loss (BPR in the paper):
+they depend on everything but the method's own fields and the epoch count
+(`warmup.sharing_key`, the runner's key too) and, here, on the training
+data's fingerprint instead of where it was read from. `WarmStarts` trains them once per such key into
 `<directory>/warmup/<key>/` (meta.json, checkpoint/, and for a method that
 `records_trajectory`, trajectory.npy: the last W epochs of scores, slot
 e mod W) and hands each trial the checkpoint to start from, with its
@@ -11,6 +12,7 @@ window-E table re-slotted (`trajectory.reslot`) for SharpCF.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -27,9 +29,8 @@ from tf_sharpcf.training.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.errors import ConfigError
-from tf_sharpcf.objectives.bpr import BPR
-from tf_sharpcf.objectives.sharpcf import SharpCF
-from tf_sharpcf.objectives.trajectory import TrajectoryTable, reslot
+from tf_sharpcf.objectives.trajectory import reslot
+from tf_sharpcf.training.warmup import sharing_key
 
 # Warm-ups record at least this many epochs of scores, so one warm-up serves
 # every E in the paper's range 1..7.
@@ -67,11 +68,13 @@ class WarmStarts:
         self.fingerprint = data_fingerprint(data)
 
     def key_fields(self, config: Config) -> Dict[str, Any]:
-        t, m = config.train, config.model
-        return {"data": self.fingerprint, "dim": m.dim, "init_std": m.init_std, "lr": t.lr, "l2": t.l2,
-                "optimizer": t.optimizer, "batch_size": t.batch_size, "negatives": t.negatives, "seed": t.seed,
-                "warmup_epochs": t.warmup_epochs, "jit_compile": t.jit_compile,
-                "recorded_window": self.window if _records(t.method) else 0}
+        """What the warm-up of `config` trains: `warmup.sharing_key`'s model and
+        train fields (a warm-up does not evaluate, and is trained on
+        `data`, named by its fingerprint), and the recorded window."""
+        key = sharing_key(config).replace(train={"checkpoint_every": 1})
+        return {"data": self.fingerprint, "model": dataclasses.asdict(key.model),
+                "train": dataclasses.asdict(key.train),
+                "recorded_window": self.window if _records(config.train.method) else 0}
 
     def key(self, config: Config) -> str:
         text = json.dumps(self.key_fields(config), sort_keys=True)
@@ -103,11 +106,13 @@ class WarmStarts:
         tf.keras.utils.set_random_seed(t.seed)
         # The BPR model of `config`: same initial embeddings and optimizer as the
         # trial's own model, without the trial's table (its shape depends on E).
-        model, _, optimizer = train.build_model(config.replace(train={"method": "bpr"}), self.data)
-        table = TrajectoryTable(self.window, self.data.num_train) if _records(t.method) else None
-        # λ = 0 and the term off before E_start: the gradients are BPR's exactly.
-        objective = (SharpCF(table, lam=0.0, warmup_epochs=t.warmup_epochs, l2=t.l2) if table is not None
-                     else BPR(l2=t.l2))
+        model, _, optimizer = train.build_model(config.replace(train={"method": methods.WARMUP_METHOD}), self.data)
+        # A recording method with λ = 0 and a W-epoch table: its gradients are
+        # the bare loss's exactly (the term is off before E_start, and λ = 0).
+        warm = (config.replace(train={"lam": 0.0, "window": self.window}) if _records(t.method)
+                else config.replace(train={"method": methods.WARMUP_METHOD}))
+        objective = methods.make_objective(warm.train, self.data.num_train)
+        table = getattr(objective, "table", None) if _records(t.method) else None
         start = time.perf_counter()
         train.fit_phase(model, objective, optimizer, self.data, t, 0, t.warmup_epochs,
                         [EpochCounter(), EpochTimer()])

@@ -1,0 +1,136 @@
+"""The negative-sampler registry: how each step's K negatives are drawn, declared once.
+
+A `Sampler` names the class that draws the candidates in the input pipeline
+(`data/negatives.py`), how many candidates per negative it draws (`pool`),
+and its hyper-parameters (`params.Param`). `fit --sampler`, the tuner and
+the pipeline read it; registering a `Sampler` is all a new one needs.
+
+* `uniform`: each negative uniform over the items the user has not
+  interacted with in train (the paper's, and the default).
+* `popularity`: drawn with probability ∝ (training count)^β among the same
+  items (word2vec's unigram^0.75 is β = 0.75; β = 0 is uniform).
+* `dns`: dynamic negative sampling (Zhang et al. 2013; the APR authors'
+  `--dns`): M uniform candidates per negative, of which the step keeps the
+  one the model scores highest (`objectives/hard_negatives.py`).
+
+TensorFlow-free: `build` imports the samplers when called.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Tuple
+
+from tf_sharpcf.params import Param
+
+DEFAULT = "uniform"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """name: the `--sampler` value. build: (data, train_config, kernel) -> a
+    `data.negatives.NegativeSampler`. pool: train_config -> candidates drawn
+    per negative (M; 1: the draws are the negatives). params: its own
+    hyper-parameters."""
+
+    name: str
+    label: str
+    build: Callable
+    pool: Callable = lambda train_config: 1
+    params: Tuple[Param, ...] = ()
+    doc: str = ""
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(p.field for p in self.params)
+
+
+_REGISTRY: Dict[str, Sampler] = {}
+
+
+def register(sampler: Sampler) -> Sampler:
+    _REGISTRY[sampler.name] = sampler
+    return sampler
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Sampler:
+    return _REGISTRY[name]
+
+
+def names() -> Tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def all_samplers() -> Tuple[Sampler, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def all_params() -> Tuple[Param, ...]:
+    return tuple(p for s in _REGISTRY.values() for p in s.params)
+
+
+def sampler_fields() -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(f for s in _REGISTRY.values() for f in s.fields))
+
+
+def unused_fields(name: str) -> Tuple[str, ...]:
+    """The sampler fields a run of sampler `name` never reads."""
+    own = get(name).fields if name in _REGISTRY else ()
+    return tuple(f for f in sampler_fields() if f not in own)
+
+
+def pool(train_config) -> int:
+    """M: candidates drawn per negative by the run's sampler."""
+    return int(get(train_config.sampler).pool(train_config))
+
+
+def make_sampler(data, train_config, kernel=None):
+    """The input pipeline's sampler of `train_config.sampler` over `data`'s
+    training positives. kernel: as `data.negatives.NegativeSampler`'s."""
+    if train_config.sampler not in _REGISTRY:
+        raise ValueError(f"unknown sampler {train_config.sampler!r}")
+    return _REGISTRY[train_config.sampler].build(data, train_config, kernel)
+
+
+class Names:
+    """A live view of the registered names (argparse `choices`)."""
+
+    def __contains__(self, name) -> bool:
+        return name in _REGISTRY
+
+    def __iter__(self):
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(tuple(_REGISTRY))
+
+
+# ---------------------------------------------------------------------------
+# The samplers
+
+
+def _uniform(data, t, kernel=None):
+    from tf_sharpcf.data.negatives import NegativeSampler
+    return NegativeSampler(data, kernel=kernel)
+
+
+def _popularity(data, t, kernel=None):
+    from tf_sharpcf.data.negatives import PopularitySampler
+    return PopularitySampler(data, t.beta, kernel=kernel)
+
+
+register(Sampler("uniform", "uniform", _uniform, doc="uniform over the user's non-training items"))
+register(Sampler("popularity", "popularity", _popularity, params=(
+    Param("beta", "beta", float, 0, "popularity sampler: exponent β of the training count", "beta",
+          None, "the popularity sampler's exponent β"),),
+    doc="∝ (training count)^β over the user's non-training items"))
+register(Sampler("dns", "DNS", _uniform, pool=lambda t: t.candidates, params=(
+    Param("candidates", "candidates", int, 1, "dns sampler: M uniform candidates per negative, the "
+          "highest-scored kept", "M", None, "the dns sampler's candidates per negative M"),),
+    doc="the highest-scored of M uniform candidates per negative, chosen in the step"))
