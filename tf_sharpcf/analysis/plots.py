@@ -117,6 +117,9 @@ def landscape_tables(runs: Sequence[Run], data: Dict[str, Interactions], ts: Seq
     triples = {name: landscape.sample_triples(d, num_triples, triple_seed) for name, d in data.items()}
     curves, flat = [], []
     for r in runs:
+        if r.config.train.loss != "bpr" or r.config.model.similarity != "dot":
+            raise DataError(f"{r.path}: the landscape is BPR's loss on dot-product scores; this run trained "
+                            f"--loss {r.config.train.loss} on --similarity {r.config.model.similarity} scores")
         user_emb, item_emb = r.embeddings()
         losses = landscape.loss_landscape(user_emb, item_emb, *triples[r.dataset], ts, direction_seed)
         key = {"dataset": r.dataset, "label": r.model_label, "method": r.method, "run": str(r.path),

@@ -117,13 +117,15 @@ class Tuner(BaseTuner):
         resume = checkpointing.find(folder / run_dir.LAST) is not None
         try:
             if resume:
-                init, warm = None, self.warm_starts.info(config)
+                init, warm = None, self.warm_starts.info(config, train_missing=False)
             else:
                 init, warm = self.warm_starts.checkpoint(config, scratch)
             begin = (train.Start.resuming() if resume else
                      train.Start.branch(init, warm["epochs"]) if init else train.Start())
             metrics = train.train_and_evaluate(config, folder, data=self.data, verbose=0, start=begin)
         except TrainingError as e:             # a non-finite loss: a failed trial, the search goes on
+            if signals.requested() is not None:    # e.g. a full disk while saving on SIGTERM: stop, retry later
+                raise kt_errors.FatalError(str(e)) from e
             raise kt_errors.FailedTrialError(f"trial {trial.trial_id}: {e}") from e
         except Stopped as e:
             # SIGTERM/SIGINT: the trial saved its checkpoint (a shared warm-up is

@@ -94,10 +94,15 @@ class WarmStarts:
             return checkpointing.read_meta(checkpointing.find(folder / "checkpoint")), False
         return self._train(config, folder), True
 
-    def info(self, config: Config) -> Dict[str, Any]:
-        """{"key", "reused", "seconds", "epochs"} of `config`'s warm-up (trained if missing)."""
+    def info(self, config: Config, train_missing: bool = True) -> Dict[str, Any]:
+        """{"key", "reused", "seconds", "epochs"} of `config`'s warm-up, trained
+        if missing; with train_missing=False (a trial that goes on from its own
+        checkpoint, e.g. one whose warm-up was cached under an older key) a
+        missing warm-up is reported as not reused, 0 s, and not trained."""
         if not self.applies(config):
             return {"key": None, "reused": False, "seconds": 0.0, "epochs": 0}
+        if not train_missing and checkpointing.find(self.folder(config) / "checkpoint") is None:
+            return {"key": self.key(config), "reused": False, "seconds": 0.0, "epochs": config.train.warmup_epochs}
         meta, trained = self.ensure(config)
         return {"key": meta["key"], "reused": not trained, "seconds": meta["seconds"], "epochs": meta["epochs"]}
 
