@@ -16,8 +16,8 @@ from tf_sharpcf import losses as _losses, methods as _methods, params as _params
 from tf_sharpcf.errors import ConfigError
 
 METHODS = _methods.Names()      # the registered methods (`methods.py`), a live view
-LOSSES = _losses.Names()        # the registered losses on scores (`losses.py`)
-SAMPLERS = _samplers.Names()    # the registered negative samplers (`samplers.py`)
+LOSSES = _losses.PARTS        # the registered losses on scores (`losses.py`)
+SAMPLERS = _samplers.PARTS    # the registered negative samplers (`samplers.py`)
 # ŷ_ui = e_u·e_i, or e_u·e_i / (‖e_u‖ ‖e_i‖), in training, ranking and serving
 SIMILARITIES = ("dot", "cosine")
 OPTIMIZERS = ("lazyadam", "adagrad", "sgd", "adam")

@@ -14,9 +14,9 @@ TensorFlow-free: `build` imports the loss functions when called.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Tuple
+from typing import Callable, Tuple
 
-from tf_sharpcf.params import Param
+from tf_sharpcf.params import Param, Parts
 
 DEFAULT = "bpr"
 
@@ -44,67 +44,14 @@ class Loss:
         return tuple(p.field for p in self.params)
 
 
-_REGISTRY: Dict[str, Loss] = {}
-
-
-def register(loss: Loss) -> Loss:
-    _REGISTRY[loss.name] = loss
-    return loss
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def get(name: str) -> Loss:
-    """The loss called `name`; KeyError if none is."""
-    return _REGISTRY[name]
-
-
-def names() -> Tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def all_losses() -> Tuple[Loss, ...]:
-    return tuple(_REGISTRY.values())
-
-
-def all_params() -> Tuple[Param, ...]:
-    return tuple(p for loss in _REGISTRY.values() for p in loss.params)
-
-
-def loss_fields() -> Tuple[str, ...]:
-    """Every registered loss's own TrainConfig fields, each once."""
-    return tuple(dict.fromkeys(f for loss in _REGISTRY.values() for f in loss.fields))
-
-
-def unused_fields(name: str) -> Tuple[str, ...]:
-    """The loss fields a run of loss `name` never reads."""
-    own = get(name).fields if name in _REGISTRY else ()
-    return tuple(f for f in loss_fields() if f not in own)
+PARTS = Parts("loss")        # the registered losses; also a live view of their names
+register, unregister, get, names = PARTS.register, PARTS.unregister, PARTS.get, PARTS.names
+all_losses, all_params, loss_fields, unused_fields = PARTS.all, PARTS.all_params, PARTS.fields, PARTS.unused_fields
 
 
 def make_loss(train_config):
     """The `ScoreLoss` named by `train_config.loss`."""
-    if train_config.loss not in _REGISTRY:
-        raise ValueError(f"unknown loss {train_config.loss!r}")
-    return _REGISTRY[train_config.loss].build(train_config)
-
-
-class Names:
-    """A live view of the registered names (argparse `choices`)."""
-
-    def __contains__(self, name) -> bool:
-        return name in _REGISTRY
-
-    def __iter__(self):
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
+    return PARTS.build(train_config.loss, train_config)
 
 
 # ---------------------------------------------------------------------------

@@ -52,3 +52,62 @@ def all_params() -> Tuple[Param, ...]:
     """Every registered method's, loss's and sampler's hyper-parameters, in that order."""
     from tf_sharpcf import losses, methods, samplers
     return (*methods.all_params(), *losses.all_params(), *samplers.all_params())
+
+
+class Parts:
+    """A registry of named parts that own `Param`s (`losses.py`'s losses,
+    `samplers.py`'s samplers): one definition of registering, looking up and
+    the fields each owns. It is also a live view of the registered names
+    (argparse `choices`, membership tests). A part has `name`, `params` and
+    `build`."""
+
+    def __init__(self, kind: str):
+        self.kind, self._parts = kind, {}
+
+    def register(self, part):
+        """Adds `part` (a new name, or replaces one of the same name)."""
+        self._parts[part.name] = part
+        return part
+
+    def unregister(self, name: str) -> None:
+        self._parts.pop(name, None)
+
+    def get(self, name: str):
+        """The part called `name`; KeyError if none is."""
+        return self._parts[name]
+
+    def names(self) -> Tuple[str, ...]:
+        return tuple(self._parts)
+
+    def all(self) -> tuple:
+        return tuple(self._parts.values())
+
+    def all_params(self) -> Tuple[Param, ...]:
+        return tuple(p for part in self._parts.values() for p in part.params)
+
+    def fields(self) -> Tuple[str, ...]:
+        """Every registered part's own TrainConfig fields, each once."""
+        return tuple(dict.fromkeys(p.field for p in self.all_params()))
+
+    def unused_fields(self, name: str) -> Tuple[str, ...]:
+        """The fields of the other parts: those a run of part `name` never reads."""
+        own = {p.field for p in self._parts[name].params} if name in self._parts else set()
+        return tuple(f for f in self.fields() if f not in own)
+
+    def build(self, name: str, *args):
+        """`build(*args)` of the part called `name`; ValueError if none is."""
+        if name not in self._parts:
+            raise ValueError(f"unknown {self.kind} {name!r}")
+        return self._parts[name].build(*args)
+
+    def __contains__(self, name) -> bool:
+        return name in self._parts
+
+    def __iter__(self):
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._parts))

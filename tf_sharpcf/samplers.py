@@ -18,9 +18,9 @@ TensorFlow-free: `build` imports the samplers when called.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Tuple
+from typing import Callable, Tuple
 
-from tf_sharpcf.params import Param
+from tf_sharpcf.params import Param, Parts
 
 DEFAULT = "uniform"
 
@@ -44,42 +44,9 @@ class Sampler:
         return tuple(p.field for p in self.params)
 
 
-_REGISTRY: Dict[str, Sampler] = {}
-
-
-def register(sampler: Sampler) -> Sampler:
-    _REGISTRY[sampler.name] = sampler
-    return sampler
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def get(name: str) -> Sampler:
-    return _REGISTRY[name]
-
-
-def names() -> Tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def all_samplers() -> Tuple[Sampler, ...]:
-    return tuple(_REGISTRY.values())
-
-
-def all_params() -> Tuple[Param, ...]:
-    return tuple(p for s in _REGISTRY.values() for p in s.params)
-
-
-def sampler_fields() -> Tuple[str, ...]:
-    return tuple(dict.fromkeys(f for s in _REGISTRY.values() for f in s.fields))
-
-
-def unused_fields(name: str) -> Tuple[str, ...]:
-    """The sampler fields a run of sampler `name` never reads."""
-    own = get(name).fields if name in _REGISTRY else ()
-    return tuple(f for f in sampler_fields() if f not in own)
+PARTS = Parts("sampler")     # the registered samplers; also a live view of their names
+register, unregister, get, names = PARTS.register, PARTS.unregister, PARTS.get, PARTS.names
+all_samplers, all_params, sampler_fields, unused_fields = PARTS.all, PARTS.all_params, PARTS.fields, PARTS.unused_fields
 
 
 def pool(train_config) -> int:
@@ -90,25 +57,7 @@ def pool(train_config) -> int:
 def make_sampler(data, train_config, kernel=None):
     """The input pipeline's sampler of `train_config.sampler` over `data`'s
     training positives. kernel: as `data.negatives.NegativeSampler`'s."""
-    if train_config.sampler not in _REGISTRY:
-        raise ValueError(f"unknown sampler {train_config.sampler!r}")
-    return _REGISTRY[train_config.sampler].build(data, train_config, kernel)
-
-
-class Names:
-    """A live view of the registered names (argparse `choices`)."""
-
-    def __contains__(self, name) -> bool:
-        return name in _REGISTRY
-
-    def __iter__(self):
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
+    return PARTS.build(train_config.sampler, data, train_config, kernel)
 
 
 # ---------------------------------------------------------------------------
