@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Tuple
 from tf_sharpcf import losses as _losses, methods as _methods, params as _params, samplers as _samplers
 from tf_sharpcf.errors import ConfigError
 
-METHODS = _methods.Names()      # the registered methods (`methods.py`), a live view
+METHODS = _methods.PARTS        # the registered methods (`methods.py`), a live view
 LOSSES = _losses.PARTS        # the registered losses on scores (`losses.py`)
 SAMPLERS = _samplers.PARTS    # the registered negative samplers (`samplers.py`)
 # ŷ_ui = e_u·e_i, or e_u·e_i / (‖e_u‖ ‖e_i‖), in training, ranking and serving

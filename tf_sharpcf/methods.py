@@ -22,10 +22,10 @@ lines can check their flags before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from tf_sharpcf.losses import make_loss
-from tf_sharpcf.params import Param  # noqa: F401 (declared there, re-exported)
+from tf_sharpcf.params import Param, Parts  # noqa: F401 (Param: declared there, re-exported)
 
 # "bpr_loss" stands for the run's loss on scores (`losses.Loss.log_name`).
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
@@ -75,76 +75,26 @@ class Method:
         return self.inactive(train_config)
 
 
-_REGISTRY: Dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Adds `method` (a new name, or replaces one of the same name)."""
-    _REGISTRY[method.name] = method
-    return method
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def get(name: str) -> Method:
-    """The method called `name`; KeyError if none is."""
-    return _REGISTRY[name]
+PARTS = Parts("method")       # the registered methods; also a live view of their names (`config.METHODS`)
+register, unregister, get, names = PARTS.register, PARTS.unregister, PARTS.get, PARTS.names
+all_methods, all_params, method_fields = PARTS.all, PARTS.all_params, PARTS.fields
 
 
 def label(name: str) -> str:
     """The registered method's label in tables and figures; an unknown name as it is."""
-    return _REGISTRY[name].label if name in _REGISTRY else name
-
-
-def names() -> Tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def all_methods() -> Tuple[Method, ...]:
-    return tuple(_REGISTRY.values())
+    return get(name).label if name in PARTS else name
 
 
 def make_objective(train_config, num_train: int, retry_safe: bool = False):
     """The `Objective` of the method named by `train_config.method`.
     retry_safe: SharpCF's table with E + 1 slots (`TrajectoryTable`), for
     strategies that may run a step twice (parameter-server)."""
-    if train_config.method not in _REGISTRY:
-        raise ValueError(f"unknown method {train_config.method!r}")
-    return _REGISTRY[train_config.method].build(train_config, num_train, retry_safe)
-
-
-def method_fields() -> Tuple[str, ...]:
-    """Every registered method's own TrainConfig fields, each once."""
-    return tuple(dict.fromkeys(f for m in _REGISTRY.values() for f in m.fields))
-
-
-def all_params() -> Tuple[Param, ...]:
-    """Every registered method's own hyper-parameters, in registry order."""
-    return tuple(p for m in _REGISTRY.values() for p in m.params)
+    return PARTS.build(train_config.method, train_config, num_train, retry_safe)
 
 
 def log_names() -> Tuple[str, ...]:
     """Every registered method's logs, base first, each once."""
-    return tuple(dict.fromkeys(n for m in _REGISTRY.values() for n in m.log_names))
-
-
-class Names:
-    """A live view of the registered names (argparse `choices`, membership
-    tests): methods registered after import are in it."""
-
-    def __contains__(self, name) -> bool:
-        return name in _REGISTRY
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
+    return tuple(dict.fromkeys(n for m in all_methods() for n in m.log_names))
 
 
 # ---------------------------------------------------------------------------
