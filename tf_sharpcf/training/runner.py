@@ -98,17 +98,12 @@ def same_run(out: Path, config: Config) -> bool:
     return _what_counts(stored) == _what_counts(config)
 
 
-def _unused(method: str):
-    """Fields `method`'s training never reads (the other methods' own fields):
-    a change of their defaults must not make the runner start a finished
-    warm-up or an interrupted run over."""
-    own = methods.get(method).fields if method in methods.names() else ()
-    return tuple(f for f in methods.method_fields() if f not in own)
-
-
-def _unused_part_fields(train) -> tuple:
-    """The other losses' and samplers' own fields (τ for a BPR run), likewise."""
-    return (*losses.unused_fields(train.loss), *samplers.unused_fields(train.sampler))
+def _unused(train) -> tuple:
+    """Fields the run's training never reads: the other methods', losses' and
+    samplers' own fields (τ for a BPR run). A change of their defaults must
+    not make the runner start a finished warm-up or an interrupted run over."""
+    return (*methods.PARTS.unused_fields(train.method), *losses.unused_fields(train.loss),
+            *samplers.unused_fields(train.sampler))
 
 
 def _what_counts(config: Config) -> Config:
@@ -116,8 +111,7 @@ def _what_counts(config: Config) -> Config:
     (`data_dir`, this machine's), how often it is checkpointed, and the fields
     its method does not use."""
     neutral = Config().train
-    unused = {f: getattr(neutral, f) for f in (*_unused(config.train.method),
-                                               *_unused_part_fields(config.train))}
+    unused = {f: getattr(neutral, f) for f in _unused(config.train)}
     return config.replace(data={"data_dir": None}, train={"checkpoint_every": 1, **unused})
 
 
