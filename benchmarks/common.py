@@ -6,6 +6,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tf_sharpcf import samplers
 from tf_sharpcf.config import Config
 from tf_sharpcf.training.train import build_model
 
@@ -37,5 +38,6 @@ def compiled_model(data, method: str, dim: int, jit_compile: bool = True, row_ke
     model, objective, optimizer = build_model(config, data)
     model.set_objective(objective)
     model.compile(optimizer=optimizer, jit_compile=jit_compile, row_kernel=row_kernel, pair_kernel=pair_kernel,
-                  negatives=config.train.negatives, batch_size=config.train.batch_size)
+                  negatives=config.train.negatives, batch_size=config.train.batch_size,
+                  shared=samplers.shared(config.train))
     return model, config

@@ -7,7 +7,9 @@ For every (optimizer, batch, K) it builds each of `--methods` twice (a method,
 or METHOD+LOSS[+cosine], e.g. bpr+softmax+cosine: `fit --method METHOD
 --loss LOSS --similarity cosine`; softmax at τ 0.1), scoring
 through the fused kernel ("fused") and through gathered rows in the XLA step
-("xla"), and times `--fraction` of an epoch of each, all of them interleaved
+("xla"), with `--shared` also against one pool of K negatives per batch
+(`--sampler shared`, "shared": one [B, d] x [d, K] matmul), and times
+`--fraction` of an epoch of each, all of them interleaved
 (the machine is shared, so ratios are taken within one run), after one untimed warm-up stretch that includes the
 compilation. Seconds per epoch are extrapolated from the timed stretch (best
 of `--repeats`). Also the process's peak RSS. The sampler runs in the
@@ -26,6 +28,7 @@ import tf_sharpcf  # noqa: F401
 import tensorflow as tf
 
 from benchmarks.common import add_data_flags, compiled_model
+from tf_sharpcf import samplers
 from tf_sharpcf.data.input_pipeline import training_dataset
 from tf_sharpcf.data.registry import load_dataset
 from tf_sharpcf.training.callbacks import EpochCounter
@@ -39,9 +42,13 @@ def variant(text: str) -> dict:
     return {"method": method, "loss": loss, "similarity": similarity}
 
 
-def _runner(data, method, args, batch, k, optimizer, fused):
-    model, _ = compiled_model(data, dim=args.dim, batch_size=batch, optimizer=optimizer, negatives=k,
-                              lr=args.lr[optimizer], pair_kernel=fused, **variant(method))
+def _runner(data, method, args, batch, k, optimizer, kind):
+    """kind: "fused", "xla" or "shared" -> (model, run: () -> seconds per epoch)."""
+    fused = kind == "fused"
+    model, config = compiled_model(data, dim=args.dim, batch_size=batch, optimizer=optimizer, negatives=k,
+                                   lr=args.lr[optimizer], pair_kernel=fused,
+                                   sampler="shared" if kind == "shared" else "uniform", **variant(method))
+    draws = samplers.draws(config.train)
     if fused and not model.pair_kernel:
         raise SystemExit("the fused K-negative kernel is unavailable here (kernels.gather_dot_op)")
     chunks = max(1, round(args.fraction * data.num_train / (batch * CHUNK)))
@@ -51,7 +58,7 @@ def _runner(data, method, args, batch, k, optimizer, fused):
     def run() -> float:
         epoch[0] += 1
         ds = training_dataset(data, batch, 0, epoch[0], epoch[0] + 1, batches_per_chunk=CHUNK,
-                              negatives=k).take(chunks).cache()
+                              negatives=draws).take(chunks).cache()
         for _ in ds:        # sample before the clock starts
             pass
         start = time.perf_counter()
@@ -72,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--xla-max-negatives", type=int, default=64,
                    help="skip the all-XLA step above this K ([B, K, d] tensors: slow and large)")
+    p.add_argument("--shared", action="store_true", help="also time a shared pool of K negatives per batch")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     args.lr = {"sgd": 12.8, "lazyadam": 5e-3, "adagrad": 0.05}
@@ -81,9 +89,10 @@ def main(argv=None) -> int:
         for batch in args.batch_sizes:
             for k in args.negatives:
                 # every method and kind of this (optimizer, batch, K), interleaved
-                kinds = [("fused", True)] + ([("xla", False)] if k <= args.xla_max_negatives else [])
-                runners = {(method, name): _runner(data, method, args, batch, k, optimizer, f)
-                           for method in args.methods.split(",") for name, f in kinds}
+                kinds = (["fused"] + (["xla"] if k <= args.xla_max_negatives else [])
+                         + (["shared"] if args.shared else []))
+                runners = {(method, name): _runner(data, method, args, batch, k, optimizer, name)
+                           for method in args.methods.split(",") for name in kinds}
                 for _, run in runners.values():
                     run()                                   # compile, warm up
                 times = {key: [] for key in runners}
@@ -92,7 +101,7 @@ def main(argv=None) -> int:
                         times[key].append(run())
                 for method in args.methods.split(","):
                     row = {"optimizer": optimizer, "batch_size": batch, "negatives": k, "method": method,
-                           **{f"{n}_s_per_epoch": round(min(times[method, n]), 3) for n, _ in kinds},
+                           **{f"{n}_s_per_epoch": round(min(times[method, n]), 3) for n in kinds},
                            "row_kernel": runners[method, "fused"][0].row_kernel}
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -101,18 +110,20 @@ def main(argv=None) -> int:
     for r in rows:
         r["fused_vs_fused_k_min"] = round(r["fused_s_per_epoch"] / base[r["optimizer"], r["batch_size"],
                                                                           r["method"]], 2)
-        if "xla_s_per_epoch" in r:
-            r["xla_vs_fused"] = round(r["xla_s_per_epoch"] / r["fused_s_per_epoch"], 2)
+        for n in ("xla", "shared"):
+            if f"{n}_s_per_epoch" in r:
+                r[f"{n}_vs_fused"] = round(r[f"{n}_s_per_epoch"] / r["fused_s_per_epoch"], 2)
     out = {"dataset": args.dataset, "dim": args.dim, "fraction": args.fraction, "repeats": args.repeats,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "host": platform.node(), "cpus": len(tf.config.list_logical_devices("CPU")),
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
     print(f"{'opt':9} {'batch':>5} {'K':>4} {'method':8} {'fused s/ep':>10} {'xla s/ep':>9} {'xla/fused':>9} "
-          f"{'vs K_min':>8}")
+          f"{'vs K_min':>8} {'shared s/ep':>11} {'shared/fused':>12}")
     for r in rows:
         print(f"{r['optimizer']:9} {r['batch_size']:5d} {r['negatives']:4d} {r['method']:8} "
               f"{r['fused_s_per_epoch']:10.2f} {r.get('xla_s_per_epoch', float('nan')):9.2f} "
-              f"{r.get('xla_vs_fused', float('nan')):9.2f} {r['fused_vs_fused_k_min']:8.2f}")
+              f"{r.get('xla_vs_fused', float('nan')):9.2f} {r['fused_vs_fused_k_min']:8.2f} "
+              f"{r.get('shared_s_per_epoch', float('nan')):11.2f} {r.get('shared_vs_fused', float('nan')):12.2f}")
     print(f"peak RSS {out['peak_rss_mb']} MB")
     if args.json:
         with open(args.json, "w") as f:

@@ -36,13 +36,14 @@ def test_negatives_times_fused_and_gathered_steps(tiny_folder, tmp_path, capsys)
     out = tmp_path / "neg.json"
     negatives.main(["--dataset", str(tiny_folder), "--dim", "4", "--methods", "bpr,sharpcf+softmax+cosine",
                     "--negatives", "1", "8", "--batch-sizes", "16", "--optimizers", "sgd", "--fraction", "0.5",
-                    "--repeats", "1",
+                    "--repeats", "1", "--shared",
                     "--json", str(out)])
     assert "fused s/ep" in capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     assert {(r["method"], r["negatives"]) for r in rows} == {(m, k) for m in ("bpr", "sharpcf+softmax+cosine")
                                                              for k in (1, 8)}
-    assert all(r["fused_s_per_epoch"] > 0 and r["xla_s_per_epoch"] > 0 for r in rows)
+    assert all(r["fused_s_per_epoch"] > 0 and r["xla_s_per_epoch"] > 0 and r["shared_s_per_epoch"] > 0
+               for r in rows)
 
 
 def test_step_time_prints_every_variant(tiny_folder, capsys):

@@ -81,6 +81,7 @@ def test_search_writes_the_trials_table_best_config_and_final_run(searched):
         assert 1e-3 <= float(r["lambda"]) <= 10 and 1 <= int(r["window"]) <= 7
         assert 0 <= float(r["val_recall@20"]) <= 1 and float(r["seconds"]) > 0
     assert "| trial | status | lambda | window |" in (project / "trials.md").read_text()
+    assert (project / "trials.md").read_text().startswith("# sharpcf on ")     # no other part than the default
     for name in ("oracle.json", "tuner0.json", "trial_0/trial.json", "search.json", "summary.json"):
         assert (project / name).exists(), name
     best = Config.from_dict(json.loads((project / "best_hyperparameters.json").read_text()))

@@ -13,7 +13,8 @@ import tensorflow as tf
 from tf_sharpcf.distribute.replica import global_batch_share, sum_across_replicas
 from tf_sharpcf.objectives.base import Objective, StepInputs
 from tf_sharpcf.objectives.hard_negatives import hardest_of
-from tf_sharpcf.objectives.items import CosineItems, FusedItems, GatheredItems, ScoredItems, pair_ids
+from tf_sharpcf.objectives.items import CosineItems, FusedItems, GatheredItems, ScoredItems, SharedItems, pair_ids
+from tf_sharpcf.objectives.items import shared_items
 from tf_sharpcf.optim import kernels
 from tf_sharpcf.optim.optimizers import row_kernel_usable, single_cpu_device
 from tf_sharpcf.optim.sparse import gather_rows, table_value
@@ -53,12 +54,9 @@ class MatrixFactorization(tf.keras.Model):
         # Under a tf.distribute strategy every replica's logs are already the
         # global batch's (see `batch_step`): report the first, never their sum.
         self.distribute_reduction_method = "first"
-        self._objective = None
-        self._trackers = {}
-        self._xla_gradients = None
-        self._gather_dot = None
-        self._scored_loss = None
-        self._pool = 1
+        self._objective, self._trackers = None, {}
+        self._xla_gradients = self._gather_dot = self._scored_loss = None
+        self._pool, self._shared = 1, 0
         if objective is not None:
             self.set_objective(objective)
 
@@ -117,13 +115,13 @@ class MatrixFactorization(tf.keras.Model):
         return hardest_of(user_rows, self.item_embedding, neg_items, self._pool, self.similarity == "cosine")
 
     def _item_side(self, items):
-        """The objective's item side: `items`, or their cosines (`CosineItems`)."""
-        return CosineItems(items) if self.similarity == "cosine" else items
+        """`items`, or their cosines (`CosineItems`; `SharedItems` score cosines themselves)."""
+        return CosineItems(items) if self.similarity == "cosine" and not isinstance(items, SharedItems) else items
 
     # -- training ----------------------------------------------------------
 
     def compile(self, optimizer="rmsprop", jit_compile=None, row_kernel=None, pair_kernel=None,
-                negatives=None, batch_size=None, pool=1, **kwargs):
+                negatives=None, batch_size=None, pool=1, shared=0, **kwargs):
         """Keras' compile, with a choice of how the scores and the row-wise update run.
 
         pair_kernel: None (auto) scores through the fused K-negative kernel
@@ -132,22 +130,22 @@ class MatrixFactorization(tf.keras.Model):
         objective reads only `step.items` (`fused_items`; for cosine it also
         scores once), the tables are on one CPU device and the kernel is
         built; True insists (all but the K bounds); False never. An objective
-        that scores once (`scores_once`) then runs as `scored_step`: the
-        kernel's forward pass, the objective and its score gradients under XLA
-        (`loss_and_score_gradients`), the kernel's backward pass; APR's whole
-        step runs outside XLA.
+        that scores once then runs as `scored_step` (the kernel's forward
+        pass, `loss_and_score_gradients` under XLA, the kernel's backward
+        pass); APR's whole step runs outside XLA.
         row_kernel: None (auto) updates through the fused lazy-Adam CPU kernel
         when `jit_compile`, `optimizers.row_kernel_usable` and the objective's
         `row_kernel_helps`; True insists (but for the objective's); False
-        never. XLA then compiles the loss and gradients only (its row updates
-        are serial element loops: docs/benchmarks.md). The properties
+        never. XLA then compiles the loss and gradients only. The properties
         `pair_kernel` and `row_kernel` say what was chosen.
         pool: M > 1 when a batch carries M candidates per negative ([B, K·M],
-        the `dns` sampler): the step keeps the highest-scored of each M
-        (`hard_negatives.hardest_of`) before the objective sees them.
-        Call after `set_objective`.
+        `dns`): the step keeps the highest-scored of each M (`hardest_of`).
+        shared: N > 0 scores every row against one pool, the batch's first N
+        drawn negatives (`items.SharedItems`; no pair kernel). Call after `set_objective`.
         """
-        pairs = (pair_kernel is not False and (bool(jit_compile) or pair_kernel is True)
+        if shared and not (self._objective is None or self._objective.fused_items):
+            raise ValueError("a shared pool of negatives (shared > 0) needs an objective with fused_items")
+        pairs = (pair_kernel is not False and not shared and (bool(jit_compile) or pair_kernel is True)
                  and (pair_kernel is True or ((negatives or 1) >= FUSED_MIN_NEGATIVES
                                               and (batch_size or 0) * (1 + negatives) >= FUSED_MIN_PAIRS))
                  and (self._objective is None or self._objective.fused_items)
@@ -167,12 +165,11 @@ class MatrixFactorization(tf.keras.Model):
         if row_kernel and not fused:
             raise ValueError("row_kernel=True needs jit_compile=True and an optimizer that can use the "
                              "fused kernel (optimizers.row_kernel_usable)")
-        self._pool = int(pool)
+        self._pool, self._shared = int(pool), int(shared)
         super().compile(optimizer=optimizer, jit_compile=False if (fused or pairs) else jit_compile, **kwargs)
         if hasattr(self.optimizer, "row_kernel"):
             self.optimizer.row_kernel = fused
-        self._xla_gradients = (tf.function(self.loss_and_gradients, jit_compile=True)
-                               if fused and not pairs else None)
+        self._xla_gradients = tf.function(self.loss_and_gradients, jit_compile=True) if fused and not pairs else None
         scored = pairs and (self._objective is None or self._objective.scores_once)
         self._scored_loss = (tf.function(self.loss_and_score_gradients, jit_compile=bool(jit_compile))
                              if scored else None)
@@ -274,9 +271,11 @@ class MatrixFactorization(tf.keras.Model):
         if self._pool > 1:
             neg_items = self._hardest(gather_rows(self.user_embedding, users), neg_items)
         with tf.GradientTape() as tape:
-            if self._gather_dot is not None:
+            if self._shared or self._gather_dot is not None:
                 eu, ei, ej = gather_rows(self.user_embedding, users), None, None
-                items = FusedItems(self._gather_dot, self.item_embedding, pair_ids(pos_items, neg_items))
+                items = (shared_items(self.item_embedding, pos_items, neg_items, self._shared,
+                                      self.similarity == "cosine") if self._shared else
+                         FusedItems(self._gather_dot, self.item_embedding, pair_ids(pos_items, neg_items)))
             else:
                 eu, ei, ej = self.embed(users, pos_items, neg_items)
                 items = GatheredItems(ei, ej, pos_items, neg_items)

@@ -12,6 +12,13 @@ the pipeline read it; registering a `Sampler` is all a new one needs.
 * `dns`: dynamic negative sampling (Zhang et al. 2013; the APR authors'
   `--dns`): M uniform candidates per negative, of which the step keeps the
   one the model scores highest (`objectives/hard_negatives.py`).
+* `shared`: one pool of K uniform negatives per batch, scored by every row
+  of it (one [B, d] x [d, K] matmul, `objectives/items.SharedItems`): K in
+  the hundreds or thousands at the cost of a few per-row negatives. The
+  pool is the first K of ceil(K / B) uniform draws per row, each a
+  non-positive of the row it was drawn for; a row's own positive in the pool
+  is masked, its other training items are not (rare at K ≪ items). Under R
+  replicas each scores its own pool of up to K.
 
 TensorFlow-free: `build` imports the samplers when called.
 """
@@ -30,7 +37,8 @@ class Sampler:
     """name: the `--sampler` value. build: (data, train_config, kernel) -> a
     `data.negatives.NegativeSampler`. pool: train_config -> candidates drawn
     per negative (M; 1: the draws are the negatives). params: its own
-    hyper-parameters."""
+    hyper-parameters. shared: the batch's rows share one pool of K negatives
+    (the pipeline draws ceil(K / B) per row; the step pools them)."""
 
     name: str
     label: str
@@ -38,6 +46,7 @@ class Sampler:
     pool: Callable = lambda train_config: 1
     params: Tuple[Param, ...] = ()
     doc: str = ""
+    shared: bool = False
 
     @property
     def fields(self) -> Tuple[str, ...]:
@@ -52,6 +61,19 @@ all_samplers, all_params, sampler_fields, unused_fields = PARTS.all, PARTS.all_p
 def pool(train_config) -> int:
     """M: candidates drawn per negative by the run's sampler."""
     return int(get(train_config.sampler).pool(train_config))
+
+
+def draws(train_config) -> int:
+    """Negatives the input pipeline draws per row: K·M, or ceil(K / B) for a shared pool."""
+    t = train_config
+    if get(t.sampler).shared:
+        return -(-int(t.negatives) // int(t.batch_size))
+    return int(t.negatives) * pool(t)
+
+
+def shared(train_config) -> int:
+    """The pool size K when the batch's rows share their negatives, else 0."""
+    return int(train_config.negatives) if get(train_config.sampler).shared else 0
 
 
 def make_sampler(data, train_config, kernel=None):
@@ -83,3 +105,5 @@ register(Sampler("dns", "DNS", _uniform, pool=lambda t: t.candidates, params=(
     Param("candidates", "candidates", int, 1, "dns sampler: M uniform candidates per negative, the "
           "highest-scored kept", "M", None, "the dns sampler's candidates per negative M"),),
     doc="the highest-scored of M uniform candidates per negative, chosen in the step"))
+register(Sampler("shared", "shared pool", _uniform, shared=True,
+                 doc="one pool of K uniform negatives per batch, scored by every row (one matmul)"))

@@ -20,6 +20,10 @@ scores at rows moved by Δ. Two implementations of that one contract:
 `CosineItems` wraps any of them for `--similarity cosine`: the same contract,
 scores divided by the rows' norms (`item_sq_norms`, the fourth method of the
 contract), L2 terms the raw rows'.
+
+`SharedItems` is the `shared` sampler's item side: one pool of N negatives
+per batch, scored by every row in one [B, d] x [d, N] matmul (cosine on
+normalised rows itself); a row's own positive in the pool is masked.
 """
 from __future__ import annotations
 
@@ -195,3 +199,80 @@ class CosineItems:
 
     def perturbed(self, grads: Sequence[tf.Tensor], perturb: Perturb) -> "CosineItems":
         return CosineItems(self.inner.perturbed(grads, perturb))
+
+
+# A masked score: far below any dot or cosine score, so that every loss on
+# scores gives the entry no weight and no gradient (softplus(-1e9 - x) = 0,
+# e^(-1e9/τ) = 0, and the max of a row skips it), and finite, so 0 · it is 0.
+MASKED_SCORE = -1e9
+
+
+def shared_scores(user_rows: tf.Tensor, pos_rows: tf.Tensor, pool_rows: tf.Tensor, pos_items: tf.Tensor,
+                  pool_items: tf.Tensor) -> ItemScores:
+    """user_rows, pos_rows [B, d]; pool_rows [N, d] -> ItemScores([B] e_u·e_i,
+    [B, N] e_u·e_n), with MASKED_SCORE where pool item n is row b's positive
+    (TFRS's `remove_accidental_hits`). pos_items [B], pool_items [N] int."""
+    hits = tf.equal(tf.cast(pos_items, tf.int32)[:, None], tf.cast(pool_items, tf.int32)[None, :])
+    neg = tf.matmul(user_rows, pool_rows, transpose_b=True)
+    return ItemScores(dot(user_rows, pos_rows), tf.where(hits, tf.constant(MASKED_SCORE, neg.dtype), neg))
+
+
+def _unit(rows: tf.Tensor) -> tf.Tensor:
+    """Rows divided by their norms, a zero row left 0 (as `losses.cosine`)."""
+    return rows * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(rows), -1, keepdims=True), 1e-24))
+
+
+class SharedItems:
+    """Scores against one pool of negatives shared by the batch (`--sampler shared`).
+
+    pos_emb [B, d], pool_emb [N, d] gathered rows; pos_items [B], pool_items
+    [N] their ids. cosine: score normalised rows (then no `CosineItems`).
+    Every row's N negative scores are one matmul, and its gradient two: the
+    cost of a step is B·N·d multiply-adds of dense arithmetic, not B·N row
+    gathers. The L2 terms count the pool as each row's negatives:
+    Σ_b (1/N) Σ_n ‖e_n‖² = (B/N) Σ_n ‖e_n‖².
+    """
+
+    def __init__(self, pos_emb: tf.Tensor, pool_emb: tf.Tensor, pos_items: tf.Tensor, pool_items: tf.Tensor,
+                 cosine: bool = False):
+        self.pos_emb, self.pool_emb = pos_emb, pool_emb
+        self.pos_items, self.pool_items, self.cosine = pos_items, pool_items, cosine
+
+    def evaluate(self, user_rows: tf.Tensor) -> ItemScores:
+        u, p, n = user_rows, self.pos_emb, self.pool_emb
+        if self.cosine:
+            u, p, n = _unit(u), _unit(p), _unit(n)
+        return shared_scores(u, p, n, self.pos_items, self.pool_items)
+
+    def sq_sums(self) -> List[tf.Tensor]:
+        batch = tf.cast(tf.shape(self.pos_emb)[0], tf.float32)
+        pool = tf.cast(tf.shape(self.pool_emb)[0], tf.float32)
+        return [tf.reduce_sum(tf.square(self.pos_emb)), tf.reduce_sum(tf.square(self.pool_emb)) * batch / pool]
+
+    def watched(self) -> Sequence[tf.Tensor]:
+        return [self.pos_emb, self.pool_emb]
+
+    def perturbed(self, grads: Sequence[tf.Tensor], perturb: Perturb) -> "SharedItems":
+        """The positive and pool rows moved by Δ = perturb(row grads, ids), as one item table."""
+        gi, gn = grads
+        batch = tf.shape(self.pos_emb)[0]
+        delta = perturb(tf.concat([gi, gn], 0), tf.concat([tf.cast(self.pos_items, tf.int32),
+                                                           tf.cast(self.pool_items, tf.int32)], 0))
+        return SharedItems(self.pos_emb + delta[:batch], self.pool_emb + delta[batch:], self.pos_items,
+                           self.pool_items, self.cosine)
+
+
+def shared_pool(neg_items: tf.Tensor, size: int) -> tf.Tensor:
+    """[B, D] drawn negatives -> the batch's pool: the first `size` of them
+    in row order ([min(size, B·D)] int32)."""
+    return tf.cast(tf.reshape(neg_items, [-1])[:size], tf.int32)
+
+
+def shared_items(item_table, pos_items: tf.Tensor, neg_items: tf.Tensor, size: int,
+                 cosine: bool = False) -> SharedItems:
+    """The `SharedItems` of a batch: its positives [B] and the pool of `size`
+    taken from its drawn negatives [B, D] (`shared_pool`), gathered from
+    `item_table` [num_items, d] (a variable or tensor)."""
+    from tf_sharpcf.optim.sparse import gather_rows
+    pool = shared_pool(neg_items, size)
+    return SharedItems(gather_rows(item_table, pos_items), gather_rows(item_table, pool), pos_items, pool, cosine)

@@ -103,7 +103,7 @@ def fit_phase(model, objective, optimizer, data: Interactions, train_config, sta
     model.set_objective(objective)
     if scheduled is not None:
         from tf_sharpcf.distribute import parameter_server
-        model.compile(optimizer=optimizer, jit_compile=False, pool=samplers.pool(t))
+        model.compile(optimizer=optimizer, jit_compile=False, pool=samplers.pool(t), shared=samplers.shared(t))
         scheduled.install(model)
         return model.fit(parameter_server.dummy_input(), initial_epoch=start, epochs=end,
                          steps_per_epoch=scheduled.batches.steps_per_epoch, callbacks=list(callbacks), verbose=0)
@@ -113,11 +113,11 @@ def fit_phase(model, objective, optimizer, data: Interactions, train_config, sta
     # The sampler draws M candidates per negative (M > 1: dns); the step keeps K.
     sampler, pool = samplers.make_sampler(data, t), samplers.pool(t)
     spans = [(a, b, inputs.fit_input(model.distribute_strategy, data, t.batch_size, t.seed, a, b, k,
-                                     t.jit_compile, t.negatives * pool, first_batch=first, sampler=sampler))
+                                     t.jit_compile, samplers.draws(t), first_batch=first, sampler=sampler))
              for a, b, first in preemption.epoch_spans(start, end, first_batch)]
     fit_input = spans[0][2]
     model.compile(optimizer=optimizer, jit_compile=fit_input.jit_compile, negatives=t.negatives,
-                  batch_size=t.batch_size, pool=pool,
+                  batch_size=t.batch_size, pool=pool, shared=samplers.shared(t),
                   steps_per_execution=fit_input.steps_per_execution)
     for a, b, fit_input in spans:
         history = model.fit(fit_input.dataset, initial_epoch=a, epochs=b, steps_per_epoch=fit_input.steps_per_epoch,
@@ -219,7 +219,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         from tf_sharpcf.distribute import parameter_server
         from tf_sharpcf.distribute import cluster
         with strategy.scope():
-            batches = parameter_server.ShardedBatches(data, t.batch_size, t.seed, t.negatives * samplers.pool(t),
+            batches = parameter_server.ShardedBatches(data, t.batch_size, t.seed, samplers.draws(t),
                                                       sampler=samplers.make_sampler(data, t, kernel=False))
         scheduled = parameter_server.ScheduledSteps(strategy, batches)
     # Under the parameter-server strategy the loss is checked per epoch: its steps are asynchronous.

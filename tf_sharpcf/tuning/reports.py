@@ -74,7 +74,11 @@ def write_tables(project: Path, settings: SearchSettings, rows: List[Dict[str, A
     atomic_write_text(project / "trials.csv", buf.getvalue())
 
     s = settings
-    lines = [f"# {s.method} on {s.base.data.dataset}: {s.algorithm} search, {len(rows)} trial(s)", "",
+    t = s.base.train
+    parts = [s.method, *([f"{t.loss} loss"] if t.loss != "bpr" else []),
+             *([f"{t.sampler} negatives"] if t.sampler != "uniform" else []),
+             *(["cosine"] if s.base.model.similarity != "dot" else [])]
+    lines = [f"# {', '.join(parts)} on {s.base.data.dataset}: {s.algorithm} search, {len(rows)} trial(s)", "",
              f"Objective: {OBJECTIVE} on a validation split ({s.val_fraction:g} of each user's training "
              f"interactions, seed {s.base.train.seed}); the test set is not used.", "",
              "Search space: " + "; ".join(f"{n} {sp.describe()}" for n, sp in s.space.items()) + ".",
