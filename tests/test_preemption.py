@@ -195,7 +195,7 @@ callbacks.EpochTimer.on_epoch_end = on_epoch_end
 
 save = callbacks.LastCheckpoint.save
 def full_disk_save(self, epochs, *args, **kwargs):
-    if epochs == int(os.environ.get("FULL_AT", 0)):
+    if "FULL_AT" in os.environ and epochs == int(os.environ["FULL_AT"]):    # unset: the disk never fills
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     return save(self, epochs, *args, **kwargs)

@@ -5,10 +5,11 @@ none ("bpr", the paper's BPR when the loss is BPR), APR or SharpCF.
 
 A `Method` names its objective (`build`), its label and colour in tables and
 figures, the hyper-parameters only it reads (`Param`: field, flag,
-validation, search domain), what its objective logs beyond BPR's, whether it
-starts from a shared BPR warm-up, and, where it has one, which logged term is
-not yet in the loss. `config` (the `--method` choices and the checks),
-`fit` (the flags), `train` (history columns, inactive terms, epoch timing),
+validation, search domain), what its objective logs beyond BPR's and where
+those columns go, whether it starts from a shared BPR warm-up and what that
+warm-up records for it (`Recording`), its cost, and, where it has one, which
+logged term is not yet in the loss. `config` (the `--method` choices and the
+checks), `fit` (the flags), `train` (history columns, inactive terms, epoch timing),
 `make_objective`, `search_space`, `warm_starts` (the tuner's), `warmup` and
 `runner` (the experiment runner's) and `plots` read it; registering a
 `Method` is all a new objective needs to appear in `fit --method`,
@@ -35,6 +36,26 @@ WARMUP_METHOD = "bpr"
 
 
 @dataclasses.dataclass(frozen=True)
+class Recording:
+    """State that a method's runs continue from the shared warm-up, recorded
+    there over its last epochs (SharpCF: the trajectory table, `Objective.state`).
+
+    span: the method's `Param` saying how many epochs of it a run reads
+      (SharpCF's window E); one warm-up records the most its runs read.
+    warmup: W -> the warm-up's train overrides: the method's objective set so
+      that its gradients are the bare loss's while it records W epochs
+      (SharpCF with λ = 0 and window W).
+    """
+
+    span: Param
+    warmup: Callable[[int], dict]
+
+    def needs(self, train_config) -> int:
+        """How many epochs of recorded state a run of `train_config` reads."""
+        return int(getattr(train_config, self.span.field))
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """One training method.
 
@@ -42,10 +63,14 @@ class Method:
     params: the hyper-parameters only this method reads (`Param`; warmup_epochs
       aside); `fields` are their TrainConfig fields.
     extra_logs: what the objective logs beyond `BASE_LOGS`.
+    log_rank: where `extra_logs` go among the methods' columns of history.csv
+      (ascending, then registration order; None: after the ranked ones).
     warm_start: its first `warmup_epochs` epochs are plain BPR, so runs and
       trials can branch from one shared warm-up.
-    records_trajectory: its warm-up keeps a SharpCF trajectory table (with
-      lambda 0) that the branched run continues from.
+    recording: what that warm-up records for the branched run to continue
+      from (`Recording`), None if nothing.
+    passes: forward/backward passes per step, its cost relative to BPR's: the
+      experiment runner trains a seed's costlier methods last.
     build: (train_config, num_train, retry_safe) -> the `Objective`.
     inactive: train_config -> (epoch -> logged terms not in that epoch's loss).
     """
@@ -56,13 +81,20 @@ class Method:
     build: Callable
     params: Tuple[Param, ...] = ()
     extra_logs: Tuple[str, ...] = ()
+    log_rank: Optional[int] = None
     warm_start: bool = False
-    records_trajectory: bool = False
+    recording: Optional[Recording] = None
+    passes: int = 1
     inactive: Optional[Callable] = None
 
     @property
     def log_names(self) -> Tuple[str, ...]:
         return BASE_LOGS + self.extra_logs
+
+    @property
+    def records_trajectory(self) -> bool:
+        """Its warm-up records state that the branched run continues from (`recording`)."""
+        return self.recording is not None
 
     @property
     def fields(self) -> Tuple[str, ...]:
@@ -93,8 +125,10 @@ def make_objective(train_config, num_train: int, retry_safe: bool = False):
 
 
 def log_names() -> Tuple[str, ...]:
-    """Every registered method's logs, base first, each once."""
-    return tuple(dict.fromkeys(n for m in all_methods() for n in m.log_names))
+    """Every registered method's logs, each once, in history.csv's order: the
+    base logs, then each method's `extra_logs` by `log_rank`."""
+    ranked = sorted(all_methods(), key=lambda m: (m.log_rank is None, m.log_rank or 0))
+    return tuple(dict.fromkeys(n for m in ranked for n in m.log_names))
 
 
 # ---------------------------------------------------------------------------
@@ -130,16 +164,21 @@ APR_PARAMS = (
     Param("adv_weight", "adv_weight", float, 0, "APR's α", "alpha", ("range", (0.1, 10.0)),
           "APR's adversarial weight α"),
 )
+SHARPCF_WINDOW = Param("window", "window", int, 1, "E: SharpCF's epoch window", "E", ("range", (1, 7)),
+                       "SharpCF's epoch window E (the paper's Fig. 6 range)")
 SHARPCF_PARAMS = (
     Param("lam", "lambda", float, 0, "SharpCF's λ", "", ("range", (1e-3, 10.0)),
           "SharpCF's λ (the paper's Fig. 5 range)"),
-    Param("window", "window", int, 1, "E: SharpCF's epoch window", "E", ("range", (1, 7)),
-          "SharpCF's epoch window E (the paper's Fig. 6 range)"),
+    SHARPCF_WINDOW,
 )
 
+# SharpCF's warm-up: λ = 0 (its gradients are the bare loss's) with a W-epoch table.
+SHARPCF_RECORDING = Recording(SHARPCF_WINDOW, lambda w: {"method": "sharpcf", "lam": 0.0, "window": w})
+
+# history.csv has SharpCF's column before APR's (log_rank), as the committed runs do.
 register(Method("bpr", "BPR", "tab:blue", _bpr))
-register(Method("apr", "APR", "tab:orange", _apr, params=APR_PARAMS,
-                extra_logs=("adversarial_loss",), warm_start=True))
+register(Method("apr", "APR", "tab:orange", _apr, params=APR_PARAMS, extra_logs=("adversarial_loss",),
+                log_rank=2, warm_start=True, passes=2))
 register(Method("sharpcf", "SharpCF", "tab:green", _sharpcf, params=SHARPCF_PARAMS,
-                extra_logs=("trajectory_loss",), warm_start=True, records_trajectory=True,
+                extra_logs=("trajectory_loss",), log_rank=1, warm_start=True, recording=SHARPCF_RECORDING,
                 inactive=_sharpcf_inactive))

@@ -102,6 +102,20 @@ class Objective(tf.Module):
     def warmup(self) -> "Objective":
         return self
 
+    def state(self) -> Dict[str, tf.Module]:
+        """What the objective keeps from step to step besides the model's
+        weights: {name: module} (SharpCF's trajectory table), none by default.
+        The run attaches each module to the model as attribute `name`
+        (`train.attach_state`), so its checkpoints carry it as
+        `model/<name>/...` and a resumed run restores it."""
+        return {}
+
+    def continue_from(self, warmup: "Objective", epoch: int) -> None:
+        """Sets `state()` to what a run of this objective holds at the start
+        of epoch `epoch` when a shared warm-up trained epochs [0, epoch) with
+        `warmup` (its `methods.Recording`'s objective, state restored from the
+        warm-up's checkpoint). Nothing to set by default."""
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "__call__" in cls.__dict__ and "fused_items" not in cls.__dict__:

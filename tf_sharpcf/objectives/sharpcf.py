@@ -3,12 +3,17 @@ over E epochs, read from and written to the `TrajectoryTable`.
 """
 from __future__ import annotations
 
+from typing import Dict
 
 import tensorflow as tf
 
-from tf_sharpcf.objectives.trajectory import TrajectoryTable
+from tf_sharpcf.objectives.trajectory import TrajectoryTable, reslot
 from tf_sharpcf.objectives.base import Objective, StepInputs
 from tf_sharpcf.objectives.losses import BPR_LOSS, ScoreLoss
+
+# The table's name in `SharpCF.state()`: the model's attribute, so checkpoints
+# hold it as model/trajectory/scores.
+STATE = "trajectory"
 
 
 def trajectory_loss(scores: tf.Tensor, old_scores: tf.Tensor) -> tf.Tensor:
@@ -36,6 +41,15 @@ class SharpCF(Objective):
         self.table = table
         self.lam = float(lam)
         self.warmup_epochs = int(warmup_epochs)
+
+    def state(self) -> Dict[str, tf.Module]:
+        return {STATE: self.table}
+
+    def continue_from(self, warmup: Objective, epoch: int) -> None:
+        """The E-slot table at the start of epoch `epoch`, from the W-slot one
+        that `warmup` (SharpCF with λ = 0, W >= E) recorded (`reslot`)."""
+        recorded = warmup.state()[STATE].scores.numpy()         # [N, W], epoch e in slot e mod W
+        self.table.scores.assign(reslot(recorded, int(epoch), self.table.window))
 
     def extra_loss(self, step: StepInputs, scores, ranking):
         pos = scores[0]

@@ -1,7 +1,7 @@
 """Training-state checkpoints written atomically.
 
-A training checkpoint holds the model (embeddings, the `epoch` counter and,
-for SharpCF, the trajectory table) and the optimizer (its slots and step
+A training checkpoint holds the model (embeddings, the `epoch` counter and
+the objective's state, e.g. SharpCF's trajectory table) and the optimizer (its slots and step
 count), plus a `meta.json`. It is written into a temporary folder beside the
 target and renamed into place, so a crash or a full disk during a save leaves
 the previous checkpoint usable:
@@ -180,3 +180,11 @@ def restore(folder: Path, model, optimizer=None) -> Dict:
                 return read_meta(candidate)
         passed.append(f"{candidate} {why}")
     raise DataError(f"{folder}: no usable checkpoint" + (f" ({'; '.join(passed)})" if passed else " found"))
+
+
+def model_attributes(folder: Path) -> set:
+    """The names of the model's attributes whose variables the checkpoint in
+    `folder` holds (`model/<name>/...`: the embeddings, `epoch`, an objective's
+    state attached by `train.attach_state`)."""
+    reader = tf.train.load_checkpoint(str(Path(folder) / PREFIX))
+    return {key.split("/")[1] for key in reader.get_variable_to_shape_map() if key.startswith("model/")}

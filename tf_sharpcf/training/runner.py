@@ -40,11 +40,11 @@ def run_experiment(exp: Experiment, root: Path, data_dir: Optional[str] = None, 
     data = None
     lock = contextlib.nullcontext() if table_only else run_dir.FolderLock(root / run_dir.LOCK, root, "experiment")
     with lock:
-        # Seed after seed (all methods of seed 0 first), APR (two passes a step,
-        # the costliest) last within a seed: an experiment cut short leaves
-        # whole seeds, and the cheaper runs of a seed finished.
+        # Seed after seed (all methods of seed 0 first), the costliest methods
+        # (most passes a step, `methods.Method.passes`: APR) last within a seed:
+        # an experiment cut short leaves whole seeds, and the cheaper runs of a seed finished.
         order = sorted(range(len(runs)), key=lambda i: (exp.seeds.index(runs[i].seed),
-                                                        runs[i].method == "apr", i))
+                                                        methods.get(runs[i].method).passes, i))
         for i in order:
             run = runs[i]
             out = root / "runs" / run.label

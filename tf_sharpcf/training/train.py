@@ -37,25 +37,19 @@ from tf_sharpcf.errors import TrainingError
 from tf_sharpcf.evaluation.metrics import column_names as metric_columns
 from tf_sharpcf.evaluation.ranking import Evaluator
 from tf_sharpcf.model import MatrixFactorization
-from tf_sharpcf.objectives.sharpcf import SharpCF
 from tf_sharpcf.optim.optimizers import make_optimizer
 
 # Batches trained per call into the compiled graph when the config says 0:
 # enough that the tables stay in place under XLA for most of an epoch.
 DEFAULT_BATCHES_PER_CHUNK = 128
-# The paper's terms keep this column order in history.csv; other registered
-# methods' logs follow them.
-_TERM_ORDER = ("loss", "bpr_loss", "reg_loss", "trajectory_loss", "adversarial_loss")
 
 
 def history_columns(loss: str = losses.DEFAULT) -> Tuple[str, ...]:
-    """history.csv's loss columns: every registered method's logs, with the
-    run's loss on scores (`losses.py`) logged in BPR's place, then seconds."""
+    """history.csv's loss columns: every registered method's logs in their
+    order (`methods.log_names`), with the run's loss on scores (`losses.py`)
+    logged in BPR's place, then seconds."""
     name = losses.get(loss).log_name
-    logs = tuple(name if n == "bpr_loss" else n for n in methods.log_names())
-    known = tuple(name if c == "bpr_loss" else c for c in _TERM_ORDER if c in methods.log_names())
-    return (*known, *(n for n in logs if n not in known), "seconds")
-
+    return (*(name if n == "bpr_loss" else n for n in methods.log_names()), "seconds")
 
 
 def load_data(config: Config) -> Interactions:
@@ -69,10 +63,17 @@ def build_model(config: Config, data: Interactions, retry_safe: bool = False):
     model = MatrixFactorization(data.num_users, data.num_items, config.model.dim,
                                 config.model.init_std, seed=config.train.seed,
                                 similarity=config.model.similarity)
-    if isinstance(objective, SharpCF):
-        model.trajectory = objective.table      # tracked, so checkpoints carry the table
+    attach_state(model, objective)
     optimizer = make_optimizer(config.train.optimizer, config.train.lr)
     return model, objective, optimizer
+
+
+def attach_state(model, objective) -> None:
+    """Makes each of the objective's state modules (`Objective.state`) the
+    model's attribute of its name: tracked, so checkpoints carry it
+    (`model/<name>/...`) and restoring the model restores it."""
+    for name, module in objective.state().items():
+        setattr(model, name, module)
 
 
 def phases(objective, warmup_epochs: int, epochs: int):

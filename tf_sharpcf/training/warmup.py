@@ -1,16 +1,21 @@
-"""The BPR warm-up that BPR, APR and SharpCF runs share, and branching from it.
+"""The shared warm-up of BPR, APR and SharpCF runs, and starting runs from it:
+the one warm-start service of the experiment runner and the tuner.
 
 For one seed, the first E_start epochs of BPR, APR and SharpCF are the same
 BPR epochs: APR's warm-up objective is BPR, SharpCF's trajectory term is off
 before E_start, and every epoch's batches are a pure function of
-(seed, epoch). The experiment runner therefore trains them once, as a run of
-its own (`warmup_config`: SharpCF with λ = 0, whose gradients are BPR's and
-which records the positive scores of its last W epochs), and starts each
-method's run from that run's last checkpoint (`branch`). The branched run
-folder holds the warm-up's history rows, best-so-far and best checkpoint, and
-a training checkpoint at epoch E_start carrying the model, the optimizer
-state and, for SharpCF, the E-slot trajectory (`trajectory.reslot`); the
-ordinary resume (`train_and_evaluate(start=Start.resuming())`) continues it.
+(seed, epoch). They are therefore trained once (`warmup_config`: the bare
+loss, or, when a run continues state recorded in it, the objective its method's
+`methods.Recording` declares, e.g. SharpCF with λ = 0, whose gradients are
+BPR's and which records the positive scores of its last W epochs), and every
+run starts from that warm-up's checkpoint (`continue_from`): its model and
+optimizer, and its objective's state continued from the recorded one
+(`Objective.continue_from`, e.g. SharpCF's E-slot table re-slotted). The
+runner's warm-up is a run of its own; `branch` makes each method's run folder
+from it (the warm-up's history rows, best-so-far and best checkpoint, and a
+training checkpoint at epoch E_start) for the ordinary resume
+(`train_and_evaluate(start=Start.resuming())`). The tuner's are cached by
+`sharing_key` (`tuning/warm_starts.py`).
 """
 from __future__ import annotations
 
@@ -19,14 +24,11 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-import tensorflow as tf
-
 from tf_sharpcf.training import checkpointing, run_dir
 from tf_sharpcf import losses, methods, samplers
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
-from tf_sharpcf.objectives.trajectory import TrajectoryTable, reslot
+from tf_sharpcf.errors import DataError
 
 _NEUTRAL = Config().train
 
@@ -56,20 +58,58 @@ def can_branch(config: Config) -> bool:
     return (method.warm_start or method.name == methods.WARMUP_METHOD) and 0 < t.warmup_epochs < t.epochs
 
 
-def warmup_config(configs: Sequence[Config]) -> Config:
-    """The warm-up run shared by `configs` (all `can_branch`, one `sharing_key`).
+def warmup_config(configs: Sequence[Config], window: int = 1) -> Config:
+    """The warm-up run shared by `configs` (all `can_branch`, one `sharing_key`):
+    its first E_start epochs, as a config of `epochs` = E_start.
 
-    SharpCF with λ = 0 and E_start = its epochs when any of them is SharpCF
-    (it records W = the largest window of the SharpCF runs), else BPR.
+    The objective of the runs' `methods.Recording` when any of them continues
+    recorded state (SharpCF: λ = 0, recording W epochs, W = the most any of
+    them reads and at least `window`), else the bare loss (`methods.WARMUP_METHOD`).
     """
     keys = {sharing_key(c) for c in configs}
     if len(keys) != 1 or not all(can_branch(c) for c in configs):
         raise ValueError("these runs do not share one warm-up")
     base, warm = configs[0], configs[0].train.warmup_epochs
-    windows = [c.train.window for c in configs if methods.get(c.train.method).records_trajectory]
-    if windows:
-        return base.replace(train={"method": "sharpcf", "epochs": warm, "lam": 0.0, "window": max(windows)})
-    return base.replace(train={"method": methods.WARMUP_METHOD, "epochs": warm})
+    recording = [(methods.get(c.train.method).recording, c.train) for c in configs
+                 if methods.get(c.train.method).recording is not None]
+    if not recording:
+        return base.replace(train={"method": methods.WARMUP_METHOD, "epochs": warm})
+    if len({r for r, _ in recording}) > 1:
+        raise ValueError("these runs record different state in their warm-up: they do not share one")
+    recorded = max(window, *(r.needs(t) for r, t in recording))
+    return base.replace(train={**recording[0][0].warmup(recorded), "epochs": warm})
+
+
+def continue_from(checkpoint: Path, warm: Config, config: Config, data: Interactions):
+    """-> (model, optimizer, meta): a run of `config` as it stands after the
+    warm-up run of `warm` (`warmup_config`; it trained epochs [0,
+    warm.train.epochs)), whose checkpoint folder is `checkpoint`; the model
+    is not compiled, meta is the checkpoint's.
+
+    The embeddings, epoch counter and optimizer state are the warm-up's; the
+    state of `config`'s objective (`Objective.state`), if it has any, is
+    continued from what the warm-up's objective recorded
+    (`Objective.continue_from`). DataError naming the folder when the
+    checkpoint holds no such recording.
+    """
+    from tf_sharpcf.training import train
+    objective = methods.make_objective(config.train, data.num_train)
+    if not objective.state():
+        # The warm-up's model without its state (a BPR model of the same config has the same variables).
+        model, _, optimizer = train.build_model(config.replace(train={"method": methods.WARMUP_METHOD}), data)
+        meta = checkpointing.restore(checkpoint, model, optimizer)
+        return model, optimizer, meta
+    # The warm-up's own model, its recorded state attached, restored whole;
+    # then the run's state takes the recording's place on the model.
+    model, recorder, optimizer = train.build_model(warm, data)
+    missing = sorted(set(objective.state()) - (set(recorder.state()) & checkpointing.model_attributes(checkpoint)))
+    if missing:
+        raise DataError(f"{checkpoint}: the warm-up's checkpoint holds no {', '.join(missing)} state "
+                        f"for {config.train.method} to continue from")
+    meta = checkpointing.restore(checkpoint, model, optimizer)
+    objective.continue_from(recorder, warm.train.epochs)
+    train.attach_state(model, objective)
+    return model, optimizer, meta
 
 
 def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> None:
@@ -80,7 +120,6 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
     absent. Then `train.train_and_evaluate(config, out, data, start=train.Start.resuming())`
     trains its remaining epochs.
     """
-    from tf_sharpcf.training import train
     warm_dir, out = Path(warm_dir), Path(out)
     found = checkpointing.find(warm_dir / run_dir.LAST)
     if found is None or not run_dir.is_finished(warm_dir):
@@ -95,31 +134,14 @@ def branch(warm_dir: Path, config: Config, out: Path, data: Interactions) -> Non
         if (warm_dir / name).exists():
             shutil.copy2(warm_dir / name, tmp / name)
 
-    # The embeddings, epoch counter and optimizer state, without the warm-up's
-    # W-slot table (a BPR model of the same config has the same variables).
-    model, _, optimizer = train.build_model(config.replace(train={"method": methods.WARMUP_METHOD}), data)
-    meta = checkpointing.restore(found, model, optimizer)
-    if methods.get(config.train.method).records_trajectory:
-        recorded = _recorded_trajectory(found)
-        model.trajectory = TrajectoryTable(config.train.window, data.num_train)
-        model.trajectory.scores.assign(reslot(recorded, meta["epoch"], config.train.window))
-    rows = meta["history"]
-    if not methods.get(config.train.method).records_trajectory:   # the recording is not this method's log
-        rows = [{k: v for k, v in r.items() if k != "trajectory_loss"} for r in rows]
+    model, optimizer, meta = continue_from(found, run_dir.read_config(warm_dir), config, data)
+    # The warm-up's recording is not this method's log: other methods' log entries are dropped.
+    others = set(methods.log_names()) - set(methods.get(config.train.method).log_names)
+    rows = [{k: v for k, v in r.items() if k not in others} for r in meta["history"]]
     checkpointing.write(tmp / run_dir.LAST, model, optimizer, {**meta, "history": rows})
     run_dir.write_config(tmp, config)        # tmp is out's sibling: the same relative data_dir
     run_dir.remove(out)
     os.replace(tmp, out)
-
-
-def _recorded_trajectory(folder: Path) -> np.ndarray:
-    """[N, W] float32: the trajectory table stored in checkpoint `folder`."""
-    reader = tf.train.load_checkpoint(str(Path(folder) / checkpointing.PREFIX))
-    keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("model/trajectory/scores/")
-            and "OPTIMIZER_SLOT" not in k]
-    if len(keys) != 1:
-        raise ValueError(f"{folder}: no trajectory table in the warm-up checkpoint")
-    return reader.get_tensor(keys[0])
 
 
 def shared_warmups(configs: Sequence[Config]) -> "list[tuple[Optional[Config], list[int]]]":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 
+from tf_sharpcf import methods
 from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import ConfigError
@@ -54,8 +55,12 @@ class SearchSettings:
 
     @property
     def recorded_window(self) -> int:
-        """W: epochs of scores a SharpCF warm-up keeps (>= every E searched)."""
-        w = self.space.get("window", Space.fixed(self.base.train.window))
+        """W: epochs of state a recording warm-up keeps (`methods.Recording`;
+        SharpCF's scores), >= what every searched value of its span reads (E)."""
+        recording = methods.get(self.method).recording
+        if recording is None:
+            return MIN_RECORDED_WINDOW
+        w = self.space.get(recording.span.name, Space.fixed(recording.needs(self.base.train)))
         return max(MIN_RECORDED_WINDOW, *(int(v) for v in w.values))
 
     def trial_config(self, values: Mapping[str, Any]) -> Config:

@@ -15,7 +15,7 @@ exactly what `fit` computes from scratch, minus the warm-up.
 
 Files:
 
-  <directory>/warmup/<key>/       meta.json, checkpoint/, trajectory.npy (SharpCF)
+  <directory>/warmup/<key>/       meta.json, checkpoint/ (SharpCF's: with its recorded table)
   <directory>/<project>/
     oracle.json, tuner0.json, trial_<id>/trial.json    keras-tuner's own records
     trial_<id>/                   config.json, history.csv, metrics.json,

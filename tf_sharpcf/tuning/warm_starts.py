@@ -4,11 +4,15 @@ Epochs [0, E_start) of an APR or SharpCF run (a method whose
 `methods.Method.warm_start` is set) are the bare loss (BPR in the paper):
 they depend on everything but the method's own fields and the epoch count
 (`warmup.sharing_key`, the runner's key too) and, here, on the training
-data's fingerprint instead of where it was read from. `WarmStarts` trains them once per such key into
-`<directory>/warmup/<key>/` (meta.json, checkpoint/, and for a method that
-`records_trajectory`, trajectory.npy: the last W epochs of scores, slot
-e mod W) and hands each trial the checkpoint to start from, with its
-window-E table re-slotted (`trajectory.reslot`) for SharpCF.
+data's fingerprint instead of where it was read from. `WarmStarts` trains
+them once per such key into `<directory>/warmup/<key>/` (meta.json and
+checkpoint/) and hands each trial the checkpoint to start from. The warm-up
+is the runner's (`warmup.warmup_config`): for a method with a
+`methods.Recording` it records W epochs of state in its checkpoint (SharpCF's
+table, slot e mod W), and a trial starts from `warmup.continue_from` (its
+window-E table re-slotted). A warm-up cached by an older version, with that
+state in trajectory.npy beside its checkpoint, is an error that names its
+folder: delete it to train it again.
 """
 from __future__ import annotations
 
@@ -22,14 +26,13 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpcf.training import checkpointing, train
+from tf_sharpcf.training import checkpointing, train, warmup
 from tf_sharpcf import methods
-from tf_sharpcf.atomic import atomic_save_npy, atomic_write_text
+from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.training.callbacks import EpochCounter, EpochTimer
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
-from tf_sharpcf.errors import ConfigError
-from tf_sharpcf.objectives.trajectory import reslot
+from tf_sharpcf.errors import ConfigError, DataError
 from tf_sharpcf.training.warmup import sharing_key
 
 # Warm-ups record at least this many epochs of scores, so one warm-up serves
@@ -43,7 +46,7 @@ def warm_starts(method: str) -> bool:
 
 
 def _records(method: str) -> bool:
-    """Its warm start records a trajectory table (`methods.Method.records_trajectory`)."""
+    """Its warm start records state for the trial (`methods.Method.recording`)."""
     return methods.get(method).records_trajectory
 
 
@@ -60,7 +63,8 @@ class WarmStarts:
     """Trains and caches the BPR warm-up shared by trials (`<root>/<key>/`).
 
     `data` is what the trials train on (the validation split's training part).
-    `window` is W, the number of epochs of scores a SharpCF warm-up records.
+    `window` is W, the number of epochs of state a recording warm-up keeps
+    (SharpCF's scores; `methods.Recording`).
     """
 
     def __init__(self, root: Path, data: Interactions, window: int = MIN_RECORDED_WINDOW):
@@ -106,28 +110,31 @@ class WarmStarts:
         meta, trained = self.ensure(config)
         return {"key": meta["key"], "reused": not trained, "seconds": meta["seconds"], "epochs": meta["epochs"]}
 
+    def warmup_config(self, config: Config) -> Config:
+        """The warm-up of `config` (`warmup.warmup_config`): the bare loss, or
+        its method's recording objective keeping W = `window` epochs of state
+        (gradients the bare loss's exactly: SharpCF with λ = 0). ConfigError
+        if a run of `config` reads more epochs of it than W."""
+        recording = methods.get(config.train.method).recording
+        if recording is not None and recording.needs(config.train) > self.window:
+            raise ConfigError(f"invalid {recording.span.flag}: {recording.needs(config.train)} exceeds the "
+                              f"{self.window} epochs the warm-up recorded")
+        return warmup.warmup_config([config], self.window)
+
     def _train(self, config: Config, folder: Path) -> Dict[str, Any]:
         t = config.train
         tf.keras.utils.set_random_seed(t.seed)
-        # The BPR model of `config`: same initial embeddings and optimizer as the
-        # trial's own model, without the trial's table (its shape depends on E).
-        model, _, optimizer = train.build_model(config.replace(train={"method": methods.WARMUP_METHOD}), self.data)
-        # A recording method with λ = 0 and a W-epoch table: its gradients are
-        # the bare loss's exactly (the term is off before E_start, and λ = 0).
-        warm = (config.replace(train={"lam": 0.0, "window": self.window}) if _records(t.method)
-                else config.replace(train={"method": methods.WARMUP_METHOD}))
-        objective = methods.make_objective(warm.train, self.data.num_train)
-        table = getattr(objective, "table", None) if _records(t.method) else None
+        # Same initial embeddings and optimizer as the trial's own model; the
+        # recording objective's state is the model's, so the checkpoint holds it.
+        model, objective, optimizer = train.build_model(self.warmup_config(config), self.data)
         start = time.perf_counter()
         train.fit_phase(model, objective, optimizer, self.data, t, 0, t.warmup_epochs,
                         [EpochCounter(), EpochTimer()])
         seconds = time.perf_counter() - start
         meta = {"key": folder.name, "epochs": t.warmup_epochs, "seconds": seconds,
-                "recorded_window": self.window if table is not None else 0, **self.key_fields(config)}
+                "recorded_window": self.window if _records(t.method) else 0, **self.key_fields(config)}
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2))
-        if table is not None:
-            atomic_save_npy(folder / "trajectory.npy", table.scores.numpy())
         # Written last: its presence marks a complete warm-up.
         checkpointing.write(folder / "checkpoint", model, optimizer, meta)
         return meta
@@ -137,27 +144,25 @@ class WarmStarts:
 
         -> (folder for `train.Start.branch(folder, epoch)` or None when
         the method has no warm-up, info {"key", "reused", "seconds", "epochs"}).
-        For SharpCF the folder is written under `scratch`: the warm-up's model
-        and optimizer with a window-E table (see the module docstring).
+        For a method with a `methods.Recording` (SharpCF) the folder is
+        written under `scratch`: `warmup.continue_from` the warm-up, e.g. its
+        model and optimizer with a window-E table.
         """
         info = self.info(config)
         if info["key"] is None:
             return None, info
         folder = self.folder(config)
-        if not _records(config.train.method):
-            return checkpointing.find(folder / "checkpoint"), info
-        return self._with_window(config, folder, Path(scratch)), info
-
-    def _with_window(self, config: Config, folder: Path, out: Path) -> Path:
-        t = config.train
-        model, _, optimizer = train.build_model(config, self.data)
-        meta = checkpointing.restore(checkpointing.find(folder / "checkpoint"), model, optimizer)
-        # The optimizer's slots are restored when created; create them now so
-        # that the checkpoint written below carries them.
-        optimizer.build(model.trainable_variables)
-        recorded = np.load(folder / "trajectory.npy")                    # [N, W], slot e mod W
-        if t.window > recorded.shape[1]:
-            raise ConfigError(f"invalid --window: {t.window} exceeds the {recorded.shape[1]} epochs "
-                              "the warm-up recorded")
-        model.trajectory.scores.assign(reslot(recorded, t.warmup_epochs, t.window))
-        return checkpointing.write(out, model, optimizer, meta)
+        found = checkpointing.find(folder / "checkpoint")
+        recording = methods.get(config.train.method).recording
+        if recording is None:
+            return found, info
+        try:
+            model, optimizer, meta = warmup.continue_from(found, self.warmup_config(config), config, self.data)
+        except DataError as e:
+            legacy = sorted(p.name for p in folder.glob("*.npy"))     # how older versions kept the state
+            if not legacy:
+                raise
+            raise DataError(f"{e}; {folder} is a warm-up cached by an older version (its recorded state in "
+                            f"{', '.join(legacy)}, not in its checkpoint): delete that folder to train it "
+                            "again") from None
+        return checkpointing.write(Path(scratch), model, optimizer, meta), info
