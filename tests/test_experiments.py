@@ -88,6 +88,18 @@ def test_relative_improvements_of_a_chosen_method_over_chosen_baselines(tmp_path
     with pytest.raises(ConfigError, match="ri_of 'apr' is not in methods"):
         load_experiment(path)
 
+
+def test_columns_name_the_loss_when_it_is_not_bpr(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('methods = ["bpr", "apr", "sharpcf"]\n[common.train]\nloss = "softmax"\n'
+                    '[overrides.apr.train]\nloss = "hardest"\n')
+    exp = load_experiment(path)
+    block = lambda r: {"epoch": 1, "recall@10": r, "ndcg@10": r, "recall@20": r, "ndcg@20": r}
+    results = {f"{m}-seed0": {"final": block(0.2), "seconds_per_epoch": 1.0} for m in ("bpr", "apr", "sharpcf")}
+    header = table_markdown(exp, summarize(exp, results), results).splitlines()[2]
+    assert header == ("| Metric | softmax | hardest + APR | softmax + SharpCF | RI w.r.t. softmax "
+                      "| RI w.r.t. hardest + APR |")
+
 def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder, monkeypatch):
     path = tmp_path / "e.toml"
     path.write_text(TOML.format(folder=tiny_folder))

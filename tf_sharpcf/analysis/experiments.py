@@ -170,10 +170,21 @@ def summarize(exp: Experiment, results: Dict[str, dict]) -> Dict:
     return {"rows": rows, "ri": ri}
 
 
+def column_label(exp: Experiment, method: str) -> str:
+    """A method's column name: its label, after the loss when that is not BPR
+    ("softmax", "softmax + SharpCF"; `method_registry.WARMUP_METHOD` is no
+    regulariser)."""
+    loss = _merge(exp.common, exp.per_method.get(method, {})).get("train", {}).get("loss", "bpr")
+    if loss == "bpr":
+        return method_registry.label(method)
+    return loss if method == method_registry.WARMUP_METHOD else f"{loss} + {method_registry.label(method)}"
+
+
 def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> str:
     rows, ri = summary["rows"], summary["ri"]
     methods = [m for m in exp.methods if m in rows]
-    header = ["Metric", *map(method_registry.label, methods)] + [f"RI w.r.t. {method_registry.label(b)}" for b in ri]
+    header = (["Metric", *(column_label(exp, m) for m in methods)]
+              + [f"RI w.r.t. {column_label(exp, b)}" for b in ri])
     names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
     title = f"# {exp.name}: {exp.dataset}, {exp.report} epoch, mean ± std over seeds {list(exp.seeds)}"
     short = [f"{m} {rows[m]['n']}" for m in methods if rows[m]["n"] < len(exp.seeds)]
