@@ -57,7 +57,8 @@ TRAINING_FLAGS = [
     ("sampler", ["--sampler"], ("train", "sampler"),
      {"choices": SAMPLERS, "help": f"how the K negatives are drawn among the user's non-training items: "
                                    f"uniform, popularity (∝ count^β), dns (the highest-scored of M uniform "
-                                   f"candidates) (default {_D.train.sampler})"}),
+                                   f"candidates), shared (one pool of K per batch, scored by every row) "
+                                   f"(default {_D.train.sampler})"}),
     ("lr", ["--lr"], ("train", "lr"),
      {"type": float, "help": f"learning rate (default {_D.train.lr})"}),
     ("optimizer", ["--optimizer"], ("train", "optimizer"),
