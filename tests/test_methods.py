@@ -51,7 +51,7 @@ def test_the_papers_methods_declare_what_their_objectives_log():
         config = Config().replace(train={"method": method.name})
         assert make_objective(config.train, 10).log_names == method.log_names, method.name
     assert methods.get("sharpcf").fields == ("lam", "window") and methods.get("apr").warm_start
-    assert not methods.get("bpr").warm_start and methods.get("sharpcf").records_trajectory
+    assert not methods.get("bpr").warm_start and methods.get("sharpcf").recording is not None
 
 
 def test_an_unknown_method_is_a_clear_config_error():

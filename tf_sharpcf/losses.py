@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Tuple
 
-from tf_sharpcf.params import Param, Parts
+from tf_sharpcf.params import Param, Part, Parts
 
 DEFAULT = "bpr"
 
 
 @dataclasses.dataclass(frozen=True)
-class Loss:
+class Loss(Part):
     """One loss on scores.
 
     name: the `--loss` value. label: tables and figures. build: train_config ->
@@ -38,10 +38,6 @@ class Loss:
     @property
     def log_name(self) -> str:
         return f"{self.name}_loss"
-
-    @property
-    def fields(self) -> Tuple[str, ...]:
-        return tuple(p.field for p in self.params)
 
 
 PARTS = Parts("loss")        # the registered losses; also a live view of their names

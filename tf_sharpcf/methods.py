@@ -26,7 +26,7 @@ import dataclasses
 from typing import Callable, Optional, Tuple
 
 from tf_sharpcf.losses import make_loss
-from tf_sharpcf.params import Param, Parts  # noqa: F401 (Param: declared there, re-exported)
+from tf_sharpcf.params import Param, Part, Parts  # noqa: F401 (Param: declared there, re-exported)
 
 # "bpr_loss" stands for the run's loss on scores (`losses.Loss.log_name`).
 BASE_LOGS = ("loss", "bpr_loss", "reg_loss")
@@ -56,7 +56,7 @@ class Recording:
 
 
 @dataclasses.dataclass(frozen=True)
-class Method:
+class Method(Part):
     """One training method.
 
     name: the `--method` value. label, color: tables and figures.
@@ -90,15 +90,6 @@ class Method:
     @property
     def log_names(self) -> Tuple[str, ...]:
         return BASE_LOGS + self.extra_logs
-
-    @property
-    def records_trajectory(self) -> bool:
-        """Its warm-up records state that the branched run continues from (`recording`)."""
-        return self.recording is not None
-
-    @property
-    def fields(self) -> Tuple[str, ...]:
-        return tuple(p.field for p in self.params)
 
     def inactive_terms(self, train_config) -> Callable[[int], Tuple[str, ...]]:
         """epoch (0-based) -> the logged terms not in that epoch's loss."""

@@ -54,6 +54,17 @@ def all_params() -> Tuple[Param, ...]:
     return (*methods.all_params(), *losses.all_params(), *samplers.all_params())
 
 
+class Part:
+    """What every registered part shares: its `params` and their TrainConfig
+    `fields` (a base of `methods.Method`, `losses.Loss`, `samplers.Sampler`)."""
+
+    params: Tuple[Param, ...] = ()
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(p.field for p in self.params)
+
+
 class Parts:
     """A registry of named parts that own `Param`s (`losses.py`'s losses,
     `samplers.py`'s samplers): one definition of registering, looking up and

@@ -27,13 +27,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Tuple
 
-from tf_sharpcf.params import Param, Parts
+from tf_sharpcf.params import Param, Part, Parts
 
 DEFAULT = "uniform"
 
 
 @dataclasses.dataclass(frozen=True)
-class Sampler:
+class Sampler(Part):
     """name: the `--sampler` value. build: (data, train_config, kernel) -> a
     `data.negatives.NegativeSampler`. pool: train_config -> candidates drawn
     per negative (M; 1: the draws are the negatives). params: its own
@@ -47,10 +47,6 @@ class Sampler:
     params: Tuple[Param, ...] = ()
     doc: str = ""
     shared: bool = False
-
-    @property
-    def fields(self) -> Tuple[str, ...]:
-        return tuple(p.field for p in self.params)
 
 
 PARTS = Parts("sampler")     # the registered samplers; also a live view of their names

@@ -47,7 +47,7 @@ def warm_starts(method: str) -> bool:
 
 def _records(method: str) -> bool:
     """Its warm start records state for the trial (`methods.Method.recording`)."""
-    return methods.get(method).records_trajectory
+    return methods.get(method).recording is not None
 
 
 def data_fingerprint(data: Interactions) -> str:
