@@ -8,6 +8,10 @@ import tf_sharpcf  # noqa: F401  (Keras-2 switch before TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TF_SHARPCF_TEST_DATA", REPO.parent / "shared" / "data"))
+# The tests pin the library's own defaults (tiny data, small batches): `fit`
+# starts from them, not from a dataset's preset, here and in the processes the
+# tests start. tests/test_presets.py tests the presets themselves.
+os.environ["TF_SHARPCF_PRESET"] = "none"
 
 
 def shared_dataset(name: str) -> Path:

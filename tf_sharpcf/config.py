@@ -39,9 +39,9 @@ class ModelConfig:
     similarity: str = "dot"           # SIMILARITIES
 
 
-# The defaults are the Gowalla-validated recipe of pipelines/table2_gowalla.toml
-# (its [provenance] says which search chose each value), so `fit --dataset
-# gowalla` with no other flag trains that table's SharpCF run.
+# The library's defaults are the first Gowalla-validated recipe,
+# pipelines/table2_gowalla.toml (its [provenance] says which search chose each
+# value). `fit` starts from the dataset's preset on top of them (presets.py).
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     method: str = "sharpcf"        # the regulariser around the loss: bpr (none), apr, sharpcf
@@ -73,6 +73,9 @@ class EvalConfig:
     ks: Tuple[int, ...] = (10, 20)
     eval_every: int = 10
     user_batch: int = 2048
+    # stop after this many evaluations in a row with no gain of Recall@max K
+    # over the best of the method's own phase (`training/early_stopping.py`); 0: off
+    patience: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +124,8 @@ class Config:
                f"must be an integer >= 1, got {e.eval_every!r}")
         _check(_is_int(e.user_batch) and e.user_batch >= 1, "eval-user-batch",
                f"must be an integer >= 1, got {e.user_batch!r}")
+        _check(_is_int(e.patience) and e.patience >= 0, "patience",
+               f"must be an integer >= 0 (0: no early stopping), got {e.patience!r}")
         _check(isinstance(self.data.dataset, str) and self.data.dataset.strip() != "", "dataset",
                "must name a dataset or a folder")
         return self
@@ -217,7 +222,8 @@ def _from_json_file(path, build):
 
 # Fields added after configs were first written, with the value a config
 # written before them meant (`Config.from_stored`).
-ADDED_FIELDS = {"train": {"negatives": 1, "loss": "bpr", "sampler": "uniform"}, "model": {"similarity": "dot"}}
+ADDED_FIELDS = {"train": {"negatives": 1, "loss": "bpr", "sampler": "uniform"}, "model": {"similarity": "dot"},
+                "eval": {"patience": 0}}
 
 
 def _kind(x) -> str:

@@ -1,5 +1,6 @@
 """What the command-line tools print besides their results: our warnings as
-one line, and whether a stream is a person's terminal.
+one line, whether a stream is a person's terminal, and the line that says a
+run stopped early.
 
 Library code keeps Python's defaults: the warning format is changed only
 while a command runs (`exits.run`), and only for warnings raised from
@@ -13,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Mapping
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -60,3 +61,13 @@ def is_terminal(stream) -> bool:
 
 def stdout_is_terminal() -> bool:
     return is_terminal(sys.stdout)
+
+
+def early_stop_lines(metrics: Mapping) -> List[str]:
+    """["stopped early at epoch N (no gain in P evaluations)"] for a run that
+    early stopping ended before its last epoch (metrics.json's
+    `stopped_epoch`, `patience`), else []."""
+    epoch, patience = metrics.get("stopped_epoch"), metrics.get("patience")
+    if not epoch:
+        return []
+    return [f"stopped early at epoch {epoch} (no gain in {patience} evaluation{'' if patience == 1 else 's'})"]

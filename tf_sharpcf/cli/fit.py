@@ -1,9 +1,11 @@
 """`python -m tf_sharpcf.fit`: train BPR, APR or SharpCF and evaluate it.
 
-    python -m tf_sharpcf.fit --dataset gowalla --method sharpcf --epochs 400
+    python -m tf_sharpcf.fit --dataset gowalla
 
-Flags override `--config FILE` (a JSON file as written to config.json, or the
-tuner's best_hyperparameters.json), which overrides the defaults.
+trains the dataset's validated recipe (`--preset`, `presets.py`): with no
+other flag, the SharpCF run of its Table 2. Flags override `--config FILE`
+(a JSON file as written to config.json, or the tuner's
+best_hyperparameters.json), which overrides the preset.
 
     python -m tf_sharpcf.fit --resume runs/latest [--epochs 600]
 
@@ -25,6 +27,7 @@ import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
 from tf_sharpcf.training import run_dir
+from tf_sharpcf import presets
 from tf_sharpcf.cli import console, exits
 from tf_sharpcf.config import Config
 from tf_sharpcf.cli.flags import (FLAGS, OPTION_NAMES, RESUME_MAY_CHANGE, TRAINING_FLAGS,  # noqa: F401 (re-exported)
@@ -34,8 +37,10 @@ from tf_sharpcf.errors import ConfigError
 DEFAULT_OUTPUT_DIR = "runs/latest"
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tf_sharpcf.fit", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=presets_epilog())
     add_training_flags(p)
+    add_preset_flag(p, presets.AUTO)
     p.add_argument("--output-dir", help=f"where the run's files go (default {DEFAULT_OUTPUT_DIR}, created "
                                         "with its parents); the parent folder of one given must exist")
     p.add_argument("--overwrite", action="store_true",
@@ -55,6 +60,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-name", help="its model name (default <dataset>_<method>)")
     p.add_argument("--export-base-dir", default="savedmodels", help="TF Serving model base folder (default savedmodels)")
     return p
+
+
+def presets_epilog() -> str:
+    """--help's list of the presets: what each sets that the library's defaults do not."""
+    lines = ["Each flag's (default X) is the library's (--preset none); --preset auto first applies the",
+             "dataset's validated recipe, which differs from those defaults in:"]
+    for p in presets.PRESETS.values():
+        changed = presets.changes(p)
+        lines.append(f"  {p.name}: " + (", ".join(f"{k} {v}" for k, v in changed.items()) or "nothing"))
+    lines.append(f"A folder of your own data gets {presets.FOLDER}'s. See docs/presets.md.")
+    return "\n".join(lines)
+
+
+def preset_line(choice: Optional[str], dataset: str) -> str:
+    choice = choice or presets.default_choice()
+    preset = presets.resolve(choice, dataset)
+    if preset is None:
+        return "settings: the library's defaults (--preset none), then --config and flags"
+    return (f"settings: preset {preset.name} ({preset.source}), then --config and flags"
+            + ("" if preset.name == dataset else f"; {dataset} has no preset of its own"
+               if choice == presets.AUTO else ""))
+
+
+def add_preset_flag(parser, default: str) -> None:
+    """--preset: the settings a run starts from, under --config and the flags (`presets.py`)."""
+    table = "; ".join(f"{p.name}: {p.source}" for p in presets.PRESETS.values())
+    parser.add_argument(
+        "--preset", choices=presets.names(), metavar="NAME", default=None if default == presets.AUTO else default,
+        help=f"the validated recipe the run starts from, under --config and the flags: auto (the dataset's "
+             f"own; a folder of your data, or a dataset never searched, gets {presets.FOLDER}'s, the best "
+             f"across the datasets searched), none (the library's defaults), or a dataset's ({table}) "
+             f"(default {default}" + (f", or ${presets.ENV}" if default == presets.AUTO else "") + ")")
 
 
 def flag_sections(args: argparse.Namespace) -> dict:
@@ -111,19 +148,36 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
+    """The defaults < the dataset's preset (`presets.py`) < --config FILE < flags."""
     if args.resume:
+        if getattr(args, "preset", None) is not None:
+            raise ConfigError("invalid --preset: not with --resume, which uses the run's own config.json")
         return resume_config(args)
-    base = Config()
+    flags, given = flag_sections(args), {}
     if args.config:
-        try:
-            base = Config.from_file(args.config)
-        except ConfigError as e:
-            raise ConfigError(f"invalid --config: {e}") from None
-        # The data directory is this machine's, not the one that wrote the
-        # file: --data-dir, else $TF_SHARPCF_DATA, else the cache, as without
-        # --config (a config.json keeps what its run was given, for the record).
-        base = base.replace(data={"data_dir": None})
-    return base.replace(**flag_sections(args)).validate()
+        given = config_file_sections(args.config)
+    dataset = flags.get("data", {}).get("dataset") or given.get("data", {}).get("dataset") or Config().data.dataset
+    base = presets.base_config(getattr(args, "preset", None) or presets.default_choice(), dataset)
+    config = base.replace(**given).replace(**flags).validate()
+    presets.warn_if_lr_unscaled(base, config)
+    return config
+
+
+def config_file_sections(path) -> dict:
+    """The fields a --config JSON file gives, {section: {field: value}}, checked
+    as `Config.from_file` checks them. Its data_dir is dropped: the data
+    directory is this machine's, not the one that wrote the file (--data-dir,
+    else $TF_SHARPCF_DATA, else the cache, as without --config; a config.json
+    keeps what its run was given, for the record)."""
+    try:
+        Config.from_file(path)
+    except ConfigError as e:
+        raise ConfigError(f"invalid --config: {e}") from None
+    sections = {name: dict(values or {}) for name, values in json.loads(Path(path).read_text("utf-8")).items()}
+    sections.get("data", {}).pop("data_dir", None)
+    if "ks" in sections.get("eval", {}):
+        sections["eval"]["ks"] = tuple(sections["eval"]["ks"])
+    return sections
 
 
 def check_output_dir(path: Path, overwrite: bool, make_parents: bool = False) -> None:
@@ -145,7 +199,7 @@ def summary(metrics, out: Path, exported=None) -> str:
         m = metrics[name]
         return (f"{name:5s} epoch {m['epoch']}: " +
                 ", ".join(f"{k} {m[k]:.4f}" for k in m if k != "epoch"))
-    lines = ["", block("best"), block("final"),
+    lines = ["", block("best"), block("final"), *console.early_stop_lines(metrics),
              f"{metrics['seconds_per_epoch']:.2f} s per epoch; files in {out}/ (metrics.json, history.csv, "
              "checkpoints/, embeddings)", "next:"]
     if exported is None:
@@ -179,6 +233,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             check_settings(args.export, args.export_name)
         data = train.load_data(config)
         print(data.describe(), file=sys.stderr)
+        if not args.resume and not args.quiet:
+            print(preset_line(args.preset, config.data.dataset), file=sys.stderr)
         # One process per run folder, from here to the end of training.
         with run_dir.run_lock(out, "--resume" if args.resume else "--output-dir"):
             if args.resume:

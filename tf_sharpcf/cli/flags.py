@@ -80,6 +80,13 @@ TRAINING_FLAGS = [
                                      f"(default {_D.train.strategy})"}),
     ("eval_every", ["--eval-every"], ("eval", "eval_every"),
      {"type": int, "help": f"evaluate every N epochs (default {_D.eval.eval_every})"}),
+    ("patience", ["--patience"], ("eval", "patience"),
+     {"type": int, "metavar": "N", "help": f"early stopping: stop after N evaluations in a row (every "
+                                           f"--eval-every epochs) with no gain of Recall@max K over the best "
+                                           f"so far (fit evaluates on test, tune's trials on validation); APR "
+                                           f"and SharpCF count, and take the best, only after their warm-up "
+                                           f"(--warmup-epochs), which is never cut short; 0: off "
+                                           f"(default {_D.eval.patience})"}),
     ("ks", ["--k"], ("eval", "ks"),
      {"dest": "ks", "type": int, "nargs": "+", "help": f"cut-offs K (default {list(_D.eval.ks)})"}),
     ("eval_user_batch", ["--eval-user-batch"], ("eval", "user_batch"),

@@ -20,7 +20,7 @@ from typing import List, Optional
 import tf_sharpcf  # noqa: F401  (sets the Keras-2 switch first)
 if __name__ == "__main__":
     tf_sharpcf.quiet_native_logs()      # before TensorFlow is imported
-from tf_sharpcf import params
+from tf_sharpcf import params, presets
 from tf_sharpcf.cli import fit
 from tf_sharpcf.cli import exits
 from tf_sharpcf.config import Config
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default {d.train.warmup_epochs})",
         "checkpoint_every": "each trial's checkpoints/last/ (to continue a killed trial) every N epochs "
                             f"(0: only after the last; default {d.train.checkpoint_every})"})
+    # none by default: a search's command states what it fixes (docs/tuning.md)
+    fit.add_preset_flag(base, presets.NONE)
 
     defaults = ", ".join(f"{q.name} {q.default.describe()}" for q in PARAMETERS.values() if q.default)
     space = p.add_argument_group(f"search space (defaults: {defaults}; "
@@ -103,6 +105,10 @@ def settings_from_args(args: argparse.Namespace):
             flag = f"--{space_lib.PARAMETERS[name].flag}-{overrides[name].kind}"
             raise ConfigError(f"invalid --fix: {name} also has {flag}")
         overrides[name] = space
+    if args.preset != presets.NONE:
+        # a recipe's lr and L2 go with its optimizer and batch: held unless searched
+        for name in ("lr", "l2"):
+            overrides.setdefault(name, space_lib.Space.fixed(getattr(base.train, space_lib.PARAMETERS[name].field)))
     return SearchSettings(
         base=base, space=space_lib.search_space(base.train.method, overrides, base.train.loss,
                                                 base.train.sampler),

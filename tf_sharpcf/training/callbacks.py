@@ -234,8 +234,10 @@ class BestCheckpoint(tf.keras.callbacks.Callback):
 
 class LastCheckpoint(tf.keras.callbacks.Callback):
     """The training checkpoint to resume from: every `every` epochs (counted
-    from epoch 0) and after epoch `last_epoch`, `folder` gets the model, the
-    optimizer, and meta.json {epoch: epochs completed, history: rows, best}.
+    from epoch 0) and after the run's last epoch (epoch `last_epoch`, or one
+    after which a callback before this one ended the run, e.g. early stopping:
+    `model.stop_training`), `folder` gets the model, the optimizer, and
+    meta.json {epoch: epochs completed, history: rows, best}.
 
     Runs after `History` and `BestCheckpoint`, so the meta includes this
     epoch's row and best. `save` also writes mid-epoch (`preemption.py`).
@@ -249,7 +251,7 @@ class LastCheckpoint(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        if done == self.last_epoch or (self.every and done % self.every == 0):
+        if done == self.last_epoch or self.model.stop_training or (self.every and done % self.every == 0):
             self.save(done)
 
     def save(self, epochs: int, batches: int = 0, in_epoch: Optional[Dict] = None) -> Path:

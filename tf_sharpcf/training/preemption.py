@@ -108,8 +108,9 @@ class StopOnSignal(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.done = epoch + 1
-        # After the run's last epoch only metrics.json is left: `signals.deferring` stops after it.
-        if signals.requested() is not None and self.done < self.last.last_epoch:
+        # After the run's last epoch (or an early stop) only metrics.json is left: `signals.deferring`
+        # stops after it.
+        if signals.requested() is not None and self.done < self.last.last_epoch and not self.model.stop_training:
             self._stop((self.done, 0), f"after epoch {self.done}")
 
     def _stop(self, position: Tuple[int, int], where: str, in_epoch: Optional[Dict] = None):

@@ -94,7 +94,7 @@ class Progress(tf.keras.callbacks.Callback):
                 line += f" | loss {row['loss']:.4f}"
             # a bar that wrapped could not be redrawn in place
             self.stream.write("\r\033[K" + line[:width])
-            if epoch + 1 >= self.epochs:
+            if epoch + 1 >= self.epochs or getattr(self.model, "stop_training", False):    # or an early stop
                 self.stream.write("\n")
             self.stream.flush()
         elif evaluated or (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:

@@ -1,7 +1,8 @@
 """`train_and_evaluate(config, workdir)`: orchestration only.
 
 Loads the data, builds the model, objective and optimizer, runs `fit` in two
-phases (the objective's warm-up for epochs [0, E_start), then the objective),
+phases (the objective's warm-up for epochs [0, E_start), then the objective)
+until its last epoch or an early stop (`early_stopping.py`, --patience),
 and writes the run's files into `workdir`:
 
   config.json, history.csv, metrics.json, tensorboard/,
@@ -29,6 +30,7 @@ from tf_sharpcf.distribute import inputs, strategy as strategies
 from tf_sharpcf.training import checkpointing, preemption, run_dir, signals
 from tf_sharpcf.training.callbacks import (BestCheckpoint, EpochCounter, EpochTimer, Evaluate, History,
                                            LastCheckpoint, StopOnNonFiniteEpochLoss, StopOnNonFiniteLoss)
+from tf_sharpcf.training.early_stopping import EarlyStopping, phase_start
 from tf_sharpcf.training.progress import Progress
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions
@@ -123,13 +125,9 @@ def fit_phase(model, objective, optimizer, data: Interactions, train_config, sta
     for a, b, fit_input in spans:
         history = model.fit(fit_input.dataset, initial_epoch=a, epochs=b, steps_per_epoch=fit_input.steps_per_epoch,
                             callbacks=list(callbacks), verbose=0)
+        if model.stop_training:        # early stopping (`early_stopping.py`): no later span
+            break
     return history
-
-
-def inactive_terms(train_config):
-    """epoch (0-based) -> the logged terms that are not in that epoch's loss:
-    SharpCF's trajectory term before it is on (E_start, a filled table, λ > 0)."""
-    return methods.get(train_config.method).inactive_terms(train_config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +210,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     metric_names = metric_columns(evaluator.ks)
     history = History(workdir / run_dir.HISTORY, [*history_columns(config.train.loss), *metric_names, "eval_seconds"],
                       workdir / run_dir.TENSORBOARD, rows=rows, verbose=int(verbose >= 2), resume=resume,
-                      inactive=inactive_terms(t))
+                      inactive=methods.get(t.method).inactive_terms(t))
     best = BestCheckpoint(workdir, monitor=f"recall@{evaluator.ks[-1]}", best=best_so_far)
+    early = EarlyStopping(history, best.monitor, e.patience, e.eval_every, phase_start(t), t.epochs)
     k = t.steps_per_execution or DEFAULT_BATCHES_PER_CHUNK
     batches_per_step = 1 if strategies.is_mirrored(strategy) else k    # see inputs.fit_input
     if t.strategy == "parameter-server":
@@ -230,7 +229,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     timer = EpochTimer({in_epoch.epoch: in_epoch.seconds} if in_epoch else None)
     last = LastCheckpoint(workdir / run_dir.LAST, t.checkpoint_every, t.epochs, history, best)
     extra, callbacks = list(callbacks), [*([scheduled] if scheduled else []), EpochCounter(), timer, stop,
-                 Evaluate(evaluator, e.eval_every, t.epochs), history, best, last]
+                 Evaluate(evaluator, e.eval_every, t.epochs), history, best, early, last]
     if verbose == 1:
         callbacks.append(Progress(history, t.epochs, every=max(1, min(e.eval_every, 10))))
     # Last: on SIGTERM/SIGINT every other callback has seen the step it stops after.
@@ -240,7 +239,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     try:
         for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
             start = max(start, start_epoch)
-            if start >= end:
+            if start >= end or early.met is not None:      # a resumed run may have stopped early
                 continue
             first = in_epoch.batches if in_epoch and start == in_epoch.epoch else 0
             fit_phase(model, phase_objective, optimizer, data, t, start, end, callbacks, scheduled, first)
@@ -265,7 +264,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         # APR's and SharpCF's own epochs start after the warm-up (E_start).
         **epoch_seconds(history.rows, t.warmup_epochs if methods.get(t.method).warm_start else 0),
         "eval_seconds": statistics.median(r["eval_seconds"] for r in history.rows if "eval_seconds" in r),
-        "epochs": t.epochs,
+        "epochs": t.epochs, "stopped_epoch": early.stopped_epoch, "patience": e.patience,
         "num_users": data.num_users,
         "num_items": data.num_items,
         "num_train": data.num_train,

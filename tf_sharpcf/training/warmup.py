@@ -42,20 +42,23 @@ def method_fields():
 
 def sharing_key(config: Config) -> Config:
     """`config` with the method-only fields reset, and the fields of other
-    losses and samplers than its own: equal keys, equal warm-ups. The one definition of
-    what a warm-up trains (the tuner's `WarmStarts.key` reads it too)."""
+    losses and samplers than its own, and its early stopping (a warm-up is
+    never stopped early, `early_stopping.phase_start`): equal keys, equal warm-ups. The one
+    definition of what a warm-up trains (the tuner's `WarmStarts.key` reads it too)."""
     reset = (*method_fields(), *losses.unused_fields(config.train.loss),
              *samplers.unused_fields(config.train.sampler))
-    return config.replace(train={f: getattr(_NEUTRAL, f) for f in reset})
+    return config.replace(train={f: getattr(_NEUTRAL, f) for f in reset}, eval={"patience": 0})
 
 
 def can_branch(config: Config) -> bool:
     """True when `config`'s first E_start epochs are the shared BPR warm-up:
     a method that starts from one (`methods.Method.warm_start`), or BPR
-    itself, with a warm-up shorter than the run."""
+    itself unless it stops early (it may stop within those epochs), with a
+    warm-up shorter than the run."""
     t = config.train
     method = methods.get(t.method)
-    return (method.warm_start or method.name == methods.WARMUP_METHOD) and 0 < t.warmup_epochs < t.epochs
+    bpr = method.name == methods.WARMUP_METHOD and not config.eval.patience
+    return (method.warm_start or bpr) and 0 < t.warmup_epochs < t.epochs
 
 
 def warmup_config(configs: Sequence[Config], window: int = 1) -> Config:
@@ -69,7 +72,8 @@ def warmup_config(configs: Sequence[Config], window: int = 1) -> Config:
     keys = {sharing_key(c) for c in configs}
     if len(keys) != 1 or not all(can_branch(c) for c in configs):
         raise ValueError("these runs do not share one warm-up")
-    base, warm = configs[0], configs[0].train.warmup_epochs
+    # A warm-up is never stopped early (`early_stopping.phase_start`): it trains all E_start epochs.
+    base, warm = configs[0].replace(eval={"patience": 0}), configs[0].train.warmup_epochs
     recording = [(methods.get(c.train.method).recording, c.train) for c in configs
                  if methods.get(c.train.method).recording is not None]
     if not recording:

@@ -47,7 +47,8 @@ def timings(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     }
 
 
-TABLE_METRICS = (OBJECTIVE, SECONDARY, "best_epoch", "epochs", "trained_epochs", "seconds")
+# stopped_epoch: blank for a trial that trained all its epochs (no early stop, `--patience`)
+TABLE_METRICS = (OBJECTIVE, SECONDARY, "best_epoch", "epochs", "trained_epochs", "stopped_epoch", "seconds")
 
 
 def write_tables(project: Path, settings: SearchSettings, rows: List[Dict[str, Any]],

@@ -174,6 +174,20 @@ def check_project(settings: SearchSettings, directory: Path, project_name: str, 
 # The best configuration as a file that travels
 
 
+def final_config(config: Config, summary: Mapping[str, Any]) -> Config:
+    """The best trial's `config` as the final retrain trains it (and
+    best_hyperparameters.json records it), given the trial's summary.
+
+    The retrain is evaluated on test, so early stopping there would choose
+    its epochs on test: under --patience it trains the epochs the trial
+    trained on validation (to its `stopped_epoch`, or all) with patience 0.
+    """
+    if not config.eval.patience:
+        return config
+    return config.replace(train={"epochs": summary.get("stopped_epoch") or config.train.epochs},
+                          eval={"patience": 0})
+
+
 def write_best_config(project: Path, config: Config) -> Path:
     """Writes `config` as `project`/best_hyperparameters.json, its data_dir
     relative to the project folder (`run_dir.relative_path`: the file names no

@@ -6,7 +6,9 @@ calls `train.train_and_evaluate` on `split_validation(data)`: it trains on the
 rest of each user's training interactions and scores Recall@20 (the objective,
 maximised) and NDCG@20 on the held-out part. No trial sees the test set; only
 the final retrain of the best configuration, on the full training data, is
-evaluated on it.
+evaluated on it. Under --patience a trial stops early on its validation
+metric (`training/early_stopping.py`), and the retrain trains the epochs the
+best trial trained, without early stopping (`settings.final_config`).
 
 Shared warm start: epochs [0, E_start) of an APR or SharpCF trial are
 trained once per key and restored by every trial (`warm_starts.py` says what
@@ -52,7 +54,7 @@ from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.tuning.search_space import PARAMETERS
 from tf_sharpcf.tuning.warm_starts import WarmStarts
 from tf_sharpcf.tuning.settings import (OBJECTIVE, OBJECTIVE_K, SECONDARY, SearchSettings, check_project,
-                                        project_dir, write_best_config)
+                                        final_config, project_dir, write_best_config)
 from tf_sharpcf.tuning.reports import describe, timings, write_tables
 
 
@@ -149,15 +151,17 @@ class Tuner(BaseTuner):
             "hyperparameters": {n: getattr(config.train, PARAMETERS[n].field) for n in self.settings.space},
             OBJECTIVE: best[f"recall@{OBJECTIVE_K}"], SECONDARY: best[f"ndcg@{OBJECTIVE_K}"],
             "best_epoch": best["epoch"], "epochs": config.train.epochs,
-            "trained_epochs": config.train.epochs - warm["epochs"],
+            # after the shared warm start, up to the last epoch or an early stop (`stopped_epoch`)
+            "trained_epochs": metrics["final"]["epoch"] - warm["epochs"], "stopped_epoch": metrics["stopped_epoch"],
             "seconds": seconds, "resumed": resume,
             "warm_start": {**warm, "trained_seconds": 0.0 if warm["reused"] else warm["seconds"]},
         }
         atomic_write_text(folder / "trial_summary.json", json.dumps(summary, indent=2))
         if self.verbose:
+            stopped = f", stopped early at epoch {summary['stopped_epoch']}" if summary["stopped_epoch"] else ""
             print(f"trial {trial.trial_id}: {describe(summary['hyperparameters'])} -> "
                   f"{OBJECTIVE} {summary[OBJECTIVE]:.4f}, {SECONDARY} {summary[SECONDARY]:.4f} "
-                  f"({seconds:.1f} s{', warm start reused' if warm['reused'] else ''})", file=sys.stderr)
+                  f"({seconds:.1f} s{', warm start reused' if warm['reused'] else ''}{stopped})", file=sys.stderr)
         return {OBJECTIVE: summary[OBJECTIVE], SECONDARY: summary[SECONDARY]}
 
     def on_trial_end(self, trial):
@@ -232,16 +236,16 @@ def search(settings: SearchSettings, directory: Path, project_name: str, data: O
     if not best or str(best[0].status) != "COMPLETED":
         raise TfSharpCFError(f"search finished without a completed trial; see {project}/trials.md")
     best_trial = best[0]
-    best_config = settings.trial_config(best_trial.hyperparameters.values)
-    write_best_config(project, best_config)
     best_row = next(r for r in rows if r["trial"] == best_trial.trial_id)
+    best_config = final_config(settings.trial_config(best_trial.hyperparameters.values), best_row)
+    write_best_config(project, best_config)
 
     summary = {
         "method": settings.method, "dataset": settings.base.data.dataset, "algorithm": settings.algorithm,
         "trials": len(rows), "completed": sum(1 for r in rows if r["status"] == "COMPLETED"),
         "best_trial": best_trial.trial_id, "best_hyperparameters": best_row["hyperparameters"],
         "validation": {OBJECTIVE: best_row[OBJECTIVE], SECONDARY: best_row[SECONDARY],
-                       "epoch": best_row["best_epoch"]},
+                       "epoch": best_row["best_epoch"], "stopped_epoch": best_row.get("stopped_epoch")},
         "seconds_this_run": run_seconds, **timings(rows), "final": None,
     }
     if final:

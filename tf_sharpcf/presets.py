@@ -1,0 +1,127 @@
+"""Validated recipes per dataset: the settings `fit` starts from.
+
+A preset is the recipe of a dataset's committed Table 2 (its pipeline file,
+`source`), every value chosen on that dataset's validation split or, where
+`note` says so, carried over from another dataset. It holds the settings
+of all three methods (APR's ρ, α and SharpCF's λ, E; `method` is SharpCF's,
+the paper's), so `fit --dataset gowalla --method apr` trains that table's
+APR run. Precedence in `fit`: the library's defaults (`Config()`) < the
+preset < `--config FILE` < flags.
+
+`--preset auto` (fit's default, or $TF_SHARPCF_PRESET's value) picks the dataset's own preset, and for a
+folder of the user's own data (or a registered dataset never searched)
+`FOLDER`, the recipe that did best across the datasets searched. `--preset
+none` keeps the library's defaults; `--preset NAME` takes a named one.
+`tests/test_presets.py` checks that each preset and its pipeline file agree.
+TensorFlow-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Any, Dict, Mapping
+
+from tf_sharpcf.config import Config
+from tf_sharpcf.errors import ConfigError
+
+AUTO, NONE = "auto", "none"
+ENV = "TF_SHARPCF_PRESET"       # fit's default --preset, when set (else auto)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    sections: Mapping[str, Mapping[str, Any]]   # {section: {field: value}}, as Config.replace takes
+    source: str                                 # the pipeline file whose runs used these settings
+    note: str                                   # where the values come from
+
+    def apply(self, config: Config) -> Config:
+        return config.replace(**{s: dict(v) for s, v in self.sections.items()})
+
+
+# Table 2's small-batch SGD recipe, chosen on Gowalla's validation split
+# (docs/reproduction.md, "Small-batch SGD"): BPR's lr and L2, the protocol's
+# length from BPR's validation curve, then SharpCF's λ, E and APR's ρ, α
+# searched on it.
+_SGD_GOWALLA = {
+    "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
+    "train": {"method": "sharpcf", "loss": "bpr", "sampler": "uniform", "negatives": 1,
+              "optimizer": "sgd", "batch_size": 256, "lr": 25.6, "l2": 0.003,
+              "epochs": 350, "warmup_epochs": 200,
+              "window": 3, "lam": 0.1, "eps": 0.05, "adv_weight": 0.3},
+    "eval": {"eval_every": 10, "ks": (10, 20)},
+}
+
+# The first Table 2's recipe, chosen on Gowalla's validation split at K <= 64
+# with LazyAdam only, and run unchanged on Yelp2018 and ml-1m.
+_LAZYADAM_GOWALLA = {
+    "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
+    "train": {"method": "sharpcf", "loss": "bpr", "sampler": "uniform", "negatives": 4,
+              "optimizer": "lazyadam", "batch_size": 8192, "lr": 0.005, "l2": 0.01,
+              "epochs": 400, "warmup_epochs": 200,
+              "window": 1, "lam": 0.1, "eps": 0.1, "adv_weight": 3.0},
+    "eval": {"eval_every": 10, "ks": (10, 20)},
+}
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in (
+    Preset("gowalla", _SGD_GOWALLA, "pipelines/table2_gowalla_sgd.toml",
+           "every value chosen on Gowalla's validation split"),
+    Preset("yelp2018", _LAZYADAM_GOWALLA, "pipelines/table2_yelp2018.toml",
+           "Gowalla's first (LazyAdam) recipe, not searched on Yelp2018"),
+    Preset("ml-1m", _LAZYADAM_GOWALLA, "pipelines/table2_ml-1m.toml",
+           "Gowalla's first (LazyAdam) recipe; ml-1m's own searches (K = 1) agreed on lr, L2, λ"),
+)}
+
+# A folder of the user's own data, or a registered dataset that was never
+# searched (amazon-book): the recipe that did best across the datasets searched.
+FOLDER = "gowalla"
+
+
+def names() -> tuple:
+    """What --preset accepts."""
+    return (AUTO, NONE, *PRESETS)
+
+
+def default_choice() -> str:
+    """fit's --preset when none is given: $TF_SHARPCF_PRESET, else auto."""
+    choice = os.environ.get(ENV) or AUTO
+    if choice not in names():
+        raise ConfigError(f"invalid ${ENV}: {choice!r}; choose from {', '.join(names())}")
+    return choice
+
+
+def resolve(choice: str, dataset: str) -> Preset | None:
+    """The preset `choice` (auto, none or a name) means for `dataset`; None: the library's defaults."""
+    if choice == NONE:
+        return None
+    if choice == AUTO:
+        return PRESETS.get(dataset, PRESETS[FOLDER])
+    if choice not in PRESETS:
+        raise ConfigError(f"invalid --preset: {choice!r}; choose from {', '.join(names())}")
+    return PRESETS[choice]
+
+
+def changes(preset: Preset) -> Dict[str, Any]:
+    """{field: value} of what `preset` sets that differs from the library's defaults."""
+    base = Config()
+    return {field: value for section, values in preset.sections.items() for field, value in values.items()
+            if getattr(getattr(base, section), field) != value}
+
+
+def warn_if_lr_unscaled(base: Config, config: Config) -> None:
+    """SGD's lr applies to the batch-mean loss, so a preset's SGD lr was
+    chosen for its batch size: at another one each positive's step scales by
+    base batch / batch. Warns when the batch changed and the lr did not."""
+    b, t = base.train, config.train
+    if t.optimizer == "sgd" == b.optimizer and t.batch_size != b.batch_size and t.lr == b.lr:
+        warnings.warn(f"--batch-size {t.batch_size} with the lr {t.lr} chosen at batch {b.batch_size}: SGD's lr is "
+                      f"on the batch-mean loss, so each positive's step is {b.batch_size / t.batch_size:g}x the "
+                      f"validated one; --lr {t.lr * t.batch_size / b.batch_size:g} keeps it")
+
+
+def base_config(choice: str, dataset: str) -> Config:
+    """`Config()` with the preset for (choice, dataset) applied, and the dataset set."""
+    preset = resolve(choice, dataset)
+    config = Config() if preset is None else preset.apply(Config())
+    return config.replace(data={"dataset": dataset})
