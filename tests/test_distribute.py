@@ -170,6 +170,15 @@ def fit_args(folder: Path, out: Path, strategy: str):
             "--eval-every", "1", "--quiet", "--output-dir", str(out), "--strategy", strategy]
 
 
+def shared_pool_args(folder: Path, out: Path, strategy: str):
+    """`fit` flags for SharpCF on a softmax over one shared pool of negatives per batch."""
+    return ["--dataset", str(folder), "--method", "sharpcf", "--loss", "softmax", "--sampler", "shared",
+            "--negatives", "16", "--similarity", "cosine", "--epochs", "3", "--warmup-epochs", "1",
+            "--window", "1", "--lam", "0.5", "--dim", "8", "--batch-size", str(BATCH), "--steps-per-execution",
+            "8", "--no-jit", "--lr", "0.05", "--eval-every", "1", "--quiet", "--output-dir", str(out),
+            "--strategy", strategy]
+
+
 def child(mode: str, out_dir: Path, folder: Path) -> None:
     import tensorflow as tf
     if mode == "mirrored":
@@ -182,6 +191,7 @@ def child(mode: str, out_dir: Path, folder: Path) -> None:
     if mode == "mirrored":
         from tf_sharpcf.cli.fit import main
         assert main(fit_args(folder, out_dir / "fit", mode)) == 0
+        assert main(shared_pool_args(folder, out_dir / "shared", mode)) == 0
 
 
 def start_children(mode: str, tmp_path: Path, folder: Path, workers: int):
@@ -281,6 +291,30 @@ def test_fit_with_the_mirrored_strategy_writes_the_run_one_device_writes(tiny_da
     for name in ("user_embeddings.npy", "item_embeddings.npy"):
         np.testing.assert_allclose(np.load(mirrored / name), np.load(default / name), rtol=1e-5, atol=1e-6)
     assert (mirrored / "checkpoints" / "best" / "ckpt.index").exists()
+
+
+@pytest.mark.subprocess
+def test_a_shared_pool_trains_under_two_mirrored_replicas(tiny_data, children, tmp_path):
+    """Each replica scores its own rows against its own pool (docs/losses.md):
+    not the one-device pool, so the run is checked for what must hold: it
+    trains every epoch with finite losses and metrics, the softmax loss falls
+    every epoch, as on one device, and the trajectory term is live."""
+    from tf_sharpcf.cli.fit import main
+    assert main(shared_pool_args(tiny_data, tmp_path / "shared", "default")) == 0
+    [(out, _)] = children["mirrored"]
+    finish_children(children["mirrored"])
+    got, want = (list(csv.DictReader(open(run / "shared" / "history.csv" if run == out else run / "history.csv")))
+                 for run in (out, tmp_path / "shared"))
+    assert [row["epoch"] for row in got] == [row["epoch"] for row in want] == ["1", "2", "3"]
+    for row in got:
+        assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["recall@20"]))
+    for run in (got, want):
+        softmax = [float(row["softmax_loss"]) for row in run]
+        assert softmax[0] > softmax[1] > softmax[2], softmax
+    assert float(got[-1]["trajectory_loss"]) > 0.0
+    assert json.loads((out / "shared" / "config.json").read_text())["train"]["strategy"] == "mirrored"
+    for name in ("user_embeddings.npy", "item_embeddings.npy"):
+        assert np.isfinite(np.load(out / "shared" / name)).all()
 
 
 @pytest.mark.subprocess

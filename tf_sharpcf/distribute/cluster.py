@@ -3,8 +3,9 @@
 `python -m tf_sharpcf.parameter_server` (or `fit` on a worker or ps task)
 starts a `tf.distribute.Server` and serves until it is stopped, or, given
 `--parent-pid` / `--timeout-s`, until that process is gone or that time has
-passed. The chief's side is `parameter_server.py`; `release_nothing_at_exit`
-keeps its exit quiet.
+passed. The chief's side is `parameter_server.py`; `wait_for_tasks` is what
+a (re)starting chief checks first, and `release_nothing_at_exit` keeps its
+exit quiet.
 """
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from typing import Optional
 import tensorflow as tf
 
 from tf_sharpcf.training.checkpointing import LOST_PEER
-from tf_sharpcf.errors import ConfigError
+from tf_sharpcf.errors import ConfigError, TrainingError
 
 
 ROLES = ("chief", "worker", "ps")
+# How long a starting chief waits for every worker and ps task to accept
+# connections (`wait_for_tasks`): the tasks of a restarted cluster start in
+# any order, and a server takes seconds to import TensorFlow.
+CONNECT_WAIT_S = 120.0
 
 
 def cluster_config(environ=None) -> dict:
@@ -86,6 +91,48 @@ def serve(parent_pid: Optional[int] = None, timeout_s: Optional[float] = None) -
         _exit_when(parent_pid, timeout_s)
     print(f"{kind} {index} serving at {config['cluster'][kind][index]}", file=sys.stderr, flush=True)
     server.join()
+
+
+def wait_for_tasks(config: dict, wait_s: Optional[float] = None) -> None:
+    """Returns once every worker and ps task of `config` (`cluster_config`)
+    accepts connections; polls for up to `wait_s` seconds (None:
+    `CONNECT_WAIT_S`).
+
+    Why: when the chief creates its strategy, TensorFlow's coordinator opens
+    a context on every task, and with one task down it keeps retrying for
+    minutes without a word (docs/scaling.md, "A chief restart"). A chief restarted after a crash reconnects
+    to servers that kept running, so this is where a task that did not
+    survive shows up.
+
+    Raises TrainingError naming each task that does not answer, and what to
+    start.
+    """
+    wait_s = CONNECT_WAIT_S if wait_s is None else float(wait_s)
+    deadline = time.monotonic() + wait_s
+    pending = [(kind, index, address) for kind in ("ps", "worker")
+               for index, address in enumerate(config["cluster"][kind])]
+    while True:
+        pending = [task for task in pending if not _listening(task[2])]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if pending:
+        names = ", ".join(f"{kind} task {index} ({address})" for kind, index, address in pending)
+        raise TrainingError(
+            f"the chief cannot start: {names} did not answer within {wait_s:g} s, and the "
+            "coordinator needs every ps and worker task running; start "
+            f"{'it' if len(pending) == 1 else 'them'} (fit --strategy parameter-server, or "
+            "python -m tf_sharpcf.parameter_server, with the task's TF_CONFIG), then run this command "
+            "again (after a crash of the chief: fit --resume <its run folder>)")
+
+
+def _listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def release_nothing_at_exit() -> None:
@@ -162,16 +209,13 @@ def wait_listening(address: str, proc=None, timeout_s: float = 120) -> None:
     """Returns once a server accepts connections at `address` ("host:port");
     RuntimeError if `proc` (its process, if given) exits first, TimeoutError
     after `timeout_s`."""
-    host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server for {address} exited with {proc.returncode}")
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
+        if _listening(address):
             return
-        except OSError:
-            time.sleep(0.2)
+        time.sleep(0.2)
     raise TimeoutError(f"no server listening at {address} after {timeout_s} s")
 
 

@@ -42,6 +42,7 @@ processes.
 """
 from __future__ import annotations
 
+from typing import Optional
 
 import tensorflow as tf
 
@@ -49,16 +50,23 @@ from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.data.input_pipeline import feistel_round_keys, index_permutation
 from tf_sharpcf.data.negatives import NegativeSampler, negative_key
-from tf_sharpcf.distribute.cluster import cluster_config, release_nothing_at_exit
+from tf_sharpcf.distribute.cluster import cluster_config, release_nothing_at_exit, wait_for_tasks
 
 
-def make_strategy() -> tf.distribute.ParameterServerStrategy:
+def make_strategy(wait_s: Optional[float] = None) -> tf.distribute.ParameterServerStrategy:
     """The strategy for the chief (coordinator) task named in TF_CONFIG, with
-    every table split by rows across the cluster's parameter servers."""
+    every table split by rows across the cluster's parameter servers.
+
+    Connects to every worker and ps task, so it first waits up to `wait_s`
+    seconds (`cluster.wait_for_tasks`) for all of them to listen: a
+    TrainingError names the ones that do not, where TensorFlow would retry
+    without a word.
+    """
     config = cluster_config()
     if config["task"]["type"] != "chief":
         raise ConfigError(f"the parameter-server strategy is created on the chief; this task is "
                           f"{config['task']['type']!r} (run `serve` there)")
+    wait_for_tasks(config, wait_s)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     shards = len(config["cluster"]["ps"])
     release_nothing_at_exit()      # no `Failed to remove function remotely` after our last line

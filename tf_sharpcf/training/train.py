@@ -184,16 +184,16 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     config.validate()
     resume, start_epoch = start.resume, start.epoch
     data = data if data is not None else load_data(config)
+    t, e = config.train, config.eval
+    # Before TensorFlow runs an op (MultiWorkerMirroredStrategy), and before the run folder: a
+    # parameter-server chief whose cluster does not answer writes nothing (`cluster.wait_for_tasks`).
+    strategy = strategies.make_strategy(t.strategy)
     workdir = Path(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise run_dir.WriteError(workdir, err) from None
     run_dir.write_config(workdir, config)
-
-    t, e = config.train, config.eval
-    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs an op.
-    strategy = strategies.make_strategy(t.strategy)
     scheduled = None       # parameter-server: the coordinator's step scheduling
     tf.keras.utils.set_random_seed(t.seed)
     with strategy.scope():
