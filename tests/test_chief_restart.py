@@ -27,7 +27,7 @@ import tensorflow as tf
 from conftest import checkerboard, write_lightgcn
 from tf_sharpcf.distribute import cluster as ps_cluster
 from tf_sharpcf.distribute.local_cluster import LocalCluster
-from tf_sharpcf.training import checkpointing
+from tf_sharpcf.training import checkpointing, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +197,7 @@ def test_a_chief_killed_mid_epoch_resumes_and_writes_every_slot_once_per_epoch(t
     assert json.loads((run / "metrics.json").read_text())["final"]["epoch"] == EPOCHS
 
 
-def test_a_chief_whose_tasks_do_not_answer_names_them_and_writes_nothing(tiny_folder, tmp_path, monkeypatch,
+def test_a_chief_whose_tasks_do_not_answer_names_them_and_starts_no_run(tiny_folder, tmp_path, monkeypatch,
                                                                         capsys):
     """Nothing listens at the cluster's addresses: TensorFlow would retry for
     minutes without a word; the chief stops after `CONNECT_WAIT_S` instead."""
@@ -207,10 +207,12 @@ def test_a_chief_whose_tasks_do_not_answer_names_them_and_writes_nothing(tiny_fo
                                                 "task": {"type": "chief", "index": 0}}))
     monkeypatch.setattr(ps_cluster, "CONNECT_WAIT_S", 1.0)
     out = tmp_path / "run"
-    assert main(["--dataset", str(tiny_folder), "--strategy", "parameter-server", "--quiet",
-                 "--output-dir", str(out)]) == 3
+    args = ["--dataset", str(tiny_folder), "--strategy", "parameter-server", "--quiet", "--output-dir", str(out)]
+    assert main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: the chief cannot start: ps task 0 ({ps0}), ps task 1 ({ps1}), "
                           f"worker task 0 ({worker}) did not answer within 1 s"), err
     assert "fit --resume" in err
-    assert not out.exists()
+    assert not run_dir.is_started(out)
+    assert main(args) == 3          # the same command again: not refused as an unfinished run
+    assert "the chief cannot start" in capsys.readouterr().err
