@@ -100,9 +100,9 @@ def wait_for_tasks(config: dict, wait_s: Optional[float] = None) -> None:
 
     Why: when the chief creates its strategy, TensorFlow's coordinator opens
     a context on every task, and with one task down it keeps retrying for
-    minutes without a word (docs/scaling.md, "A chief restart"). A chief restarted after a crash reconnects
-    to servers that kept running, so this is where a task that did not
-    survive shows up.
+    minutes without a word (docs/scaling.md, "A chief restart"). A chief
+    restarted after a crash reconnects to servers that kept running, so
+    this is where a task that did not survive shows up.
 
     Raises TrainingError naming each task that does not answer, and what to
     start.

@@ -36,6 +36,10 @@ sharded input and the step scheduling; a worker or ps task serves
 * **Failures.** A lost worker is survived (its closures are re-run); a lost
   parameter server ends the run with an error naming the last good
   checkpoint, and `fit --resume` continues from it once the servers are back.
+  A lost chief leaves the servers running: `fit --resume` on a new one opens
+  a new context on them (its own tables; the dead chief's are out of its
+  reach), restores the checkpoint, written at an epoch's end, and trains the
+  epoch the old chief died in again from its first step.
 
 No XLA and no fused row kernel: the step's variables live on other
 processes.
