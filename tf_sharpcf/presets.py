@@ -40,13 +40,16 @@ class Preset:
         return config.replace(**{s: dict(v) for s, v in self.sections.items()})
 
 
+# A preset trains the paper's method (config.py's default) unless --method says otherwise.
+_METHOD = Config().train.method
+
 # Table 2's small-batch SGD recipe, chosen on Gowalla's validation split
 # (docs/reproduction.md, "Small-batch SGD"): BPR's lr and L2, the protocol's
 # length from BPR's validation curve, then SharpCF's λ, E and APR's ρ, α
 # searched on it.
 _SGD_GOWALLA = {
     "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
-    "train": {"method": "sharpcf", "loss": "bpr", "sampler": "uniform", "negatives": 1,
+    "train": {"method": _METHOD, "loss": "bpr", "sampler": "uniform", "negatives": 1,
               "optimizer": "sgd", "batch_size": 256, "lr": 25.6, "l2": 0.003,
               "epochs": 350, "warmup_epochs": 200,
               "window": 3, "lam": 0.1, "eps": 0.05, "adv_weight": 0.3},
@@ -57,7 +60,7 @@ _SGD_GOWALLA = {
 # with LazyAdam only, and run unchanged on Yelp2018 and ml-1m.
 _LAZYADAM_GOWALLA = {
     "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
-    "train": {"method": "sharpcf", "loss": "bpr", "sampler": "uniform", "negatives": 4,
+    "train": {"method": _METHOD, "loss": "bpr", "sampler": "uniform", "negatives": 4,
               "optimizer": "lazyadam", "batch_size": 8192, "lr": 0.005, "l2": 0.01,
               "epochs": 400, "warmup_epochs": 200,
               "window": 1, "lam": 0.1, "eps": 0.1, "adv_weight": 3.0},
