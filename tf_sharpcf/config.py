@@ -187,6 +187,19 @@ class Config:
         naming the file (and line)."""
         return _from_json_file(path, cls.from_dict)
 
+    @staticmethod
+    def sections_from_file(path) -> dict:
+        """The fields a JSON config file gives, {section: {field: value}} (ks a
+        tuple), checked as `from_file` checks them, without the defaults of the
+        fields it leaves out; errors as `from_file`."""
+        def given(d):
+            Config.from_dict(d)
+            sections = {name: dict(values or {}) for name, values in d.items()}
+            if "ks" in sections.get("eval", {}):
+                sections["eval"]["ks"] = tuple(sections["eval"]["ks"])
+            return sections
+        return _from_json_file(path, given)
+
     @classmethod
     def from_stored_file(cls, path) -> "Config":
         """`from_stored` of a JSON file (a run's config.json), errors as `from_file`."""

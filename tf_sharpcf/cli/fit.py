@@ -170,13 +170,10 @@ def config_file_sections(path) -> dict:
     else $TF_SHARPCF_DATA, else the cache, as without --config; a config.json
     keeps what its run was given, for the record)."""
     try:
-        Config.from_file(path)
+        sections = Config.sections_from_file(path)
     except ConfigError as e:
         raise ConfigError(f"invalid --config: {e}") from None
-    sections = {name: dict(values or {}) for name, values in json.loads(Path(path).read_text("utf-8")).items()}
     sections.get("data", {}).pop("data_dir", None)
-    if "ks" in sections.get("eval", {}):
-        sections["eval"]["ks"] = tuple(sections["eval"]["ks"])
     return sections
 
 
