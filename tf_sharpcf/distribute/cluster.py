@@ -5,7 +5,7 @@ starts a `tf.distribute.Server` and serves until it is stopped, or, given
 `--parent-pid` / `--timeout-s`, until that process is gone or that time has
 passed. The chief's side is `parameter_server.py`; `wait_for_tasks` is what
 a (re)starting chief checks first, and `release_nothing_at_exit` keeps its
-exit quiet.
+exit quiet, as `close_native_log` does after the cluster lost a server.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_sharpcf.training.checkpointing import LOST_PEER
+from tf_sharpcf.training.checkpointing import is_lost_peer
 from tf_sharpcf.errors import ConfigError, TrainingError
 
 
@@ -160,6 +160,35 @@ def release_nothing_at_exit() -> None:
 _RELEASE_REGISTERED = False
 
 
+def close_native_log() -> None:
+    """After the cluster lost a server: TensorFlow's native (C++) log of this
+    process goes to /dev/null; Python's `sys.stderr` keeps where it wrote.
+
+    Why: from the loss on, the runtime logs gRPC errors about the server that
+    is gone, from this thread and from the coordinator's, until the process
+    ends: `Failed to remove function remotely` for each function Python frees
+    (the error's traceback holds the model), `Failed to register function
+    remotely` for each one traced. None of them says more than the error we
+    raise, and they used to print after it. Call it once the loss is known,
+    before the error is raised; the process is about to end (the command
+    exits 3), and a script that goes on keeps Python's stderr (warnings,
+    tracebacks) but no native log.
+    """
+    stream = sys.stderr
+    try:
+        stream.flush()
+        on_fd2 = stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):      # replaced by a caller (a capture, a StringIO)
+        on_fd2 = False
+    if on_fd2:
+        sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=stream.encoding, errors=stream.errors)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+    finally:
+        os.close(null)
+
+
 def _skip_function_removal() -> None:
     try:
         from tensorflow.python.eager.polymorphic_function import atomic_function
@@ -222,7 +251,7 @@ def wait_listening(address: str, proc=None, timeout_s: float = 120) -> None:
 def is_server_loss(err: BaseException) -> bool:
     """True for the errors the coordinator raises when a parameter server is
     gone (a lost worker is survived: its steps run again elsewhere)."""
-    return isinstance(err, LOST_PEER)
+    return is_lost_peer(err)
 
 
 def describe_loss(err: tf.errors.OpError) -> str:

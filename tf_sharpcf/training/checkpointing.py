@@ -34,13 +34,35 @@ PREFIX = "ckpt"
 # What reading variables held by another process raises when that process is
 # gone (ParameterServerStrategy). For such a model, `write` and `restore` raise
 # these as they are (the cluster lost a task; not a failed write, not a bad
-# checkpoint), and `cluster.is_server_loss` recognises them.
+# checkpoint), and `cluster.is_server_loss` recognises them (`is_lost_peer`).
 LOST_PEER = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+# ... and what gRPC says when it cannot reach the process at all, which
+# TensorFlow may raise as another error class (UnknownError "failed to connect
+# to all addresses; last error: UNKNOWN: ... Connection refused").
+_LOST_PEER_TEXT = ("failed to connect to all addresses", "Connection refused", "Connection reset by peer",
+                   "Socket closed")
 SHARDS = "table_shards"     # meta.json: how many parameter servers the tables were split across
 
 
+def is_lost_peer(err: BaseException) -> bool:
+    """True for an error that says a process holding variables is gone
+    (`LOST_PEER`, or gRPC's words for an unreachable server in any TensorFlow
+    error), not that a read or a write failed."""
+    if isinstance(err, LOST_PEER):
+        return True
+    return isinstance(err, tf.errors.OpError) and any(t in (err.message or "") for t in _LOST_PEER_TEXT)
+
+
 def _remote(model) -> bool:
-    return is_sharded(getattr(model, "user_embedding", None))
+    """The model's tables live on parameter servers: split across several
+    (a `ShardedVariable`), or whole on one (a variable placed on a ps task)."""
+    table = getattr(model, "user_embedding", None)
+    return is_sharded(table) or "/job:ps/" in (getattr(table, "device", None) or "")
+
+
+def _shards(model) -> int:
+    """How many parameter servers hold the tables (of a `_remote` model)."""
+    return len(model.user_embedding.variables) if is_sharded(model.user_embedding) else 1
 
 
 def training_checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
@@ -122,7 +144,7 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
         remove(tmp)
         training_checkpoint(model, optimizer).write(str(tmp / PREFIX))
         files = {p.name: list(_digest(p)) for p in sorted(tmp.iterdir()) if p.is_file()}
-        shards = {SHARDS: len(model.user_embedding.variables)} if _remote(model) else {}
+        shards = {SHARDS: _shards(model)} if _remote(model) else {}
         (tmp / "meta.json").write_text(json.dumps({**(meta or {}), **shards, FILES: files}, indent=2))
         fsync_path(tmp)                       # its files and entries, before the renames
         if folder.exists():
@@ -132,7 +154,7 @@ def write(folder: Path, model, optimizer=None, meta: Optional[Dict] = None) -> P
         fsync_path(folder.parent, files=False)
     except (OSError, tf.errors.OpError) as e:
         remove(tmp)
-        if isinstance(e, LOST_PEER) and _remote(model):
+        if is_lost_peer(e) and _remote(model):
             raise              # not the disk: a parameter server holding the variables is gone
         raise WriteError(folder, e) from None
     return folder
@@ -161,7 +183,7 @@ def restore(folder: Path, model, optimizer=None) -> Dict:
             continue
         why = problem(candidate)
         if why is None and _remote(model):
-            written, now = read_meta(candidate).get(SHARDS, 1), len(model.user_embedding.variables)
+            written, now = read_meta(candidate).get(SHARDS, 1), _shards(model)
             if written != now:
                 raise DataError(f"{candidate}: its tables were split across {written} parameter server(s), "
                                 f"this cluster has {now}; the optimizer's slots are saved per shard, so "
@@ -170,7 +192,7 @@ def restore(folder: Path, model, optimizer=None) -> Dict:
             try:
                 training_checkpoint(model, optimizer).read(str(candidate / PREFIX)).expect_partial()
             except (tf.errors.OpError, ValueError, AssertionError) as e:
-                if isinstance(e, LOST_PEER) and _remote(model):
+                if is_lost_peer(e) and _remote(model):
                     raise
                 why = f"does not load ({str(e).splitlines()[0][:200]})"
             else:

@@ -249,6 +249,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
     except tf.errors.OpError as err:
         if scheduled is None or not cluster.is_server_loss(err):
             raise
+        cluster.close_native_log()      # the gRPC errors about the lost server would follow ours
         raise TrainingError(f"training stopped: {cluster.describe_loss(err)}; "
                             f"{_last_checkpoint_note(workdir)}; restart the cluster's tasks and continue "
                             f"with fit --resume {workdir}") from None
