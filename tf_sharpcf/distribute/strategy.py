@@ -27,7 +27,6 @@ helper is the identity and adds no op to the graph.
 """
 from __future__ import annotations
 
-import json
 
 import tensorflow as tf
 
@@ -53,34 +52,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name not in STRATEGIES:
         raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
-    if name == "parameter-server" and name in _strategies:
-        _same_cluster()
     if name not in _strategies:
         if name == "parameter-server":
-            from tf_sharpcf.distribute import cluster, parameter_server
+            from tf_sharpcf.distribute import parameter_server
             _strategies[name] = parameter_server.make_strategy()
-            _strategies[_CLUSTER] = cluster.cluster_config()["cluster"]
         elif name == "mirrored":
             devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
             _strategies[name] = tf.distribute.MirroredStrategy([d.name for d in devices])
         else:
             _strategies[name] = tf.distribute.MultiWorkerMirroredStrategy()
     return _strategies[name]
-
-
-_CLUSTER = "parameter-server cluster"     # _strategies' note of the cluster the chief connected to
-
-
-def _same_cluster() -> None:
-    """ConfigError unless TF_CONFIG still names the cluster this process's
-    parameter-server strategy connected to: TensorFlow connects a process to
-    one cluster, and a reused strategy would train on the old one."""
-    from tf_sharpcf.distribute import cluster
-    now, then = cluster.cluster_config()["cluster"], _strategies[_CLUSTER]
-    if now != then:
-        raise ConfigError(f"TF_CONFIG names the cluster {json.dumps(now)}, but this process's chief is "
-                          f"connected to {json.dumps(then)} (TensorFlow connects a process to one cluster): "
-                          "run the other cluster's chief in a new process")
 
 
 def is_mirrored(strategy: tf.distribute.Strategy) -> bool:
