@@ -217,4 +217,3 @@ def test_a_chief_whose_tasks_do_not_answer_names_them_and_starts_no_run(tiny_fol
     assert not run_dir.is_started(out)
     assert main(args) == 3          # the same command again: not refused as an unfinished run
     assert "the chief cannot start" in capsys.readouterr().err
-
