@@ -27,6 +27,7 @@ import tensorflow as tf
 from conftest import checkerboard, write_lightgcn
 from tf_sharpcf.distribute import cluster as ps_cluster, strategy as strategy_module
 from tf_sharpcf.distribute.local_cluster import LocalCluster
+from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.training import checkpointing, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +218,21 @@ def test_a_chief_whose_tasks_do_not_answer_names_them_and_starts_no_run(tiny_fol
     assert not run_dir.is_started(out)
     assert main(args) == 3          # the same command again: not refused as an unfinished run
     assert "the chief cannot start" in capsys.readouterr().err
+
+
+def test_a_second_cluster_in_one_process_is_refused_not_trained_on_the_first(monkeypatch):
+    """TensorFlow connects a process to one cluster: a run whose TF_CONFIG
+    names another one must not reuse the first cluster's strategy; a later
+    run without TF_CONFIG (in the same process) reuses it."""
+    first = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]}
+    second = {**first, "ps": ["127.0.0.1:4"]}
+    marker = object()
+    monkeypatch.setattr(strategy_module, "_strategies", {"parameter-server": marker,
+                                                          strategy_module._CLUSTER: first})
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": first, "task": {"type": "chief", "index": 0}}))
+    assert strategy_module.make_strategy("parameter-server") is marker
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": second, "task": {"type": "chief", "index": 0}}))
+    with pytest.raises(ConfigError, match=r"connected to .*127.0.0.1:3.*new process"):
+        strategy_module.make_strategy("parameter-server")
+    monkeypatch.delenv("TF_CONFIG")
+    assert strategy_module.make_strategy("parameter-server") is marker

@@ -111,6 +111,14 @@ def test_pipeline_runs_every_method_and_seed_then_resumes(tmp_path, tiny_folder,
     table = (root / "table.md").read_text()
     assert "RI w.r.t. BPR" in table and "sharpcf-seed1" in table and "`lam`: test" in table
     assert (root / "table.csv").read_text().startswith("method,")
+    # the cost: every run's own epoch (1 after its warm-up) and each seed's warm-up once
+    import csv
+    rows = lambda run: list(csv.DictReader(open(root / "runs" / run / "history.csv")))
+    own = [r for run in ("bpr-seed0", "bpr-seed1", "sharpcf-seed0", "sharpcf-seed1") for r in rows(run)[1:]]
+    own += [r for run in ("warmup-seed0", "warmup-seed1") for r in rows(run)]
+    assert len(own) == 6
+    hours = sum(float(r["seconds"]) + float(r["eval_seconds"] or 0) for r in own) / 3600
+    assert f"Cost: {hours:.2f} h wall-clock" in table and "4 run(s) and 2 shared warm-up(s)" in table
     # only the run without metrics.json is trained again
     from tf_sharpcf.training import train
     saved = json.loads((root / "runs" / "bpr-seed1" / "metrics.json").read_text())
@@ -143,6 +151,15 @@ def test_pipeline_continues_an_interrupted_run(tmp_path, tiny_folder, monkeypatc
     monkeypatch.setattr(train, "train_and_evaluate", spy)
     assert main([str(path), "--results-dir", str(results), "--quiet"]) == 0
     assert seen == [True] and (run / "metrics.json").exists()
+
+
+def test_history_seconds_count_each_epoch_after_the_warmup_once():
+    from tf_sharpcf.analysis.experiments import history_seconds
+    rows = [{"epoch": "1", "seconds": "9", "eval_seconds": ""}, {"epoch": "2", "seconds": "1", "eval_seconds": "4"},
+            {"epoch": "3", "seconds": "2", "eval_seconds": ""}, {"epoch": "3", "seconds": "3", "eval_seconds": "5"}]
+    assert history_seconds(rows) == (13.0, 9.0)        # epoch 3 redone after a resume: its last row
+    assert history_seconds(rows, after_epoch=1) == (4.0, 9.0)
+    assert history_seconds([]) == (0.0, 0.0)
 
 
 def test_epoch_seconds_are_the_methods_own_epochs_after_warmup():

@@ -30,7 +30,7 @@ import dataclasses
 import statistics
 import tomllib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tf_sharpcf import methods as method_registry
 from tf_sharpcf.config import METHODS, Config
@@ -180,7 +180,30 @@ def column_label(exp: Experiment, method: str) -> str:
     return loss if method == method_registry.WARMUP_METHOD else f"{loss} + {method_registry.label(method)}"
 
 
-def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> str:
+def history_seconds(rows: Iterable[Mapping[str, str]], after_epoch: int = 0) -> Tuple[float, float]:
+    """(training, evaluation) seconds that a run's history.csv rows record for
+    the epochs after `after_epoch` (a branched run's first epochs are its
+    warm-up's, counted there). An epoch listed twice (a resumed run redoing
+    it) counts once, its last row."""
+    last = {}
+    for row in rows:
+        epoch = int(row["epoch"])
+        if epoch > after_epoch:
+            last[epoch] = row
+    seconds = lambda row, key: float(row.get(key) or 0.0)   # noqa: E731  (empty: no evaluation that epoch)
+    return (sum(seconds(r, "seconds") for r in last.values()),
+            sum(seconds(r, "eval_seconds") for r in last.values()))
+
+
+def cost_line(train_s: float, eval_s: float, runs: int, warmups: int) -> str:
+    """The table's cost, for table.md: wall-clock hours of its runs."""
+    shared = f" and {warmups} shared warm-up(s), each counted once" if warmups else ""
+    return (f"Cost: {(train_s + eval_s) / 3600:.2f} h wall-clock (training {train_s / 3600:.2f} h, evaluation "
+            f"{eval_s / 3600:.2f} h), summed over {runs} run(s){shared}, as their history.csv files recorded it "
+            f"on the machine that ran them (a run's interruptions not counted)")
+
+
+def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict], cost: Optional[str] = None) -> str:
     rows, ri = summary["rows"], summary["ri"]
     methods = [m for m in exp.methods if m in rows]
     header = (["Metric", *(column_label(exp, m) for m in methods)]
@@ -202,6 +225,8 @@ def table_markdown(exp: Experiment, summary: Dict, results: Dict[str, dict]) -> 
     cells = ["Time per epoch (s), own epochs"] + [cell(m, "seconds_per_epoch", 2)
                                                   for m in methods] + ["-" for b in ri]
     lines.append("| " + " | ".join(cells) + " |")
+    if cost:
+        lines += ["", cost + "."]
     lines += ["", "Per run:", "", "| run | epoch | " + " | ".join(names[m] for m in METRICS) + " | s/epoch |",
               "|---|---|" + "---|" * (len(METRICS) + 1)]
     for label in sorted(results):

@@ -27,6 +27,8 @@ helper is the identity and adds no op to the graph.
 """
 from __future__ import annotations
 
+import json
+import os
 
 import tensorflow as tf
 
@@ -52,16 +54,38 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name not in STRATEGIES:
         raise ConfigError(f"invalid --strategy: must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name == "parameter-server" and name in _strategies:
+        _same_cluster()
     if name not in _strategies:
         if name == "parameter-server":
-            from tf_sharpcf.distribute import parameter_server
+            from tf_sharpcf.distribute import cluster, parameter_server
             _strategies[name] = parameter_server.make_strategy()
+            _strategies[_CLUSTER] = cluster.cluster_config()["cluster"]
         elif name == "mirrored":
             devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
             _strategies[name] = tf.distribute.MirroredStrategy([d.name for d in devices])
         else:
             _strategies[name] = tf.distribute.MultiWorkerMirroredStrategy()
     return _strategies[name]
+
+
+_CLUSTER = "parameter-server cluster"     # _strategies' note of the cluster the chief connected to
+
+
+def _same_cluster() -> None:
+    """ConfigError unless TF_CONFIG still names the cluster this process's
+    parameter-server strategy connected to: TensorFlow connects a process to
+    one cluster, and a reused strategy would train on the old one. Without
+    TF_CONFIG (a later run in the same process, whose cluster is this one)
+    there is nothing to compare."""
+    from tf_sharpcf.distribute import cluster
+    if not os.environ.get("TF_CONFIG"):
+        return
+    now, then = cluster.cluster_config()["cluster"], _strategies[_CLUSTER]
+    if now != then:
+        raise ConfigError(f"TF_CONFIG names the cluster {json.dumps(now)}, but this process's chief is "
+                          f"connected to {json.dumps(then)} (TensorFlow connects a process to one cluster): "
+                          "run the other cluster's chief in a new process")
 
 
 def is_mirrored(strategy: tf.distribute.Strategy) -> bool:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from tf_sharpcf import losses, methods, samplers
-from tf_sharpcf.analysis.experiments import Experiment, plan, summarize, table_csv_rows, table_markdown
+from tf_sharpcf.analysis.experiments import (Experiment, cost_line, history_seconds, plan, summarize, table_csv_rows,
+                                             table_markdown)
 from tf_sharpcf.config import Config
 from tf_sharpcf.errors import Stopped
 from tf_sharpcf.training import run_dir, signals
@@ -70,14 +71,14 @@ def run_experiment(exp: Experiment, root: Path, data_dir: Optional[str] = None, 
                       file=sys.stderr, flush=True)
                 resume = True
             results[run.label] = _train(exp.name, run.config, out, data, verbose, resume)
-        return write_tables(exp, root, results)
+        return write_tables(exp, root, results, _cost(runs, warm_of, root, results))
 
 
-def write_tables(exp: Experiment, root: Path, results: Dict[str, dict]) -> Path:
+def write_tables(exp: Experiment, root: Path, results: Dict[str, dict], cost: Optional[str] = None) -> Path:
     """table.md and table.csv of the finished runs' metrics (`results`, by run label)."""
     summary = summarize(exp, results)
     root.mkdir(parents=True, exist_ok=True)
-    run_dir.atomic_write_text(root / "table.md", table_markdown(exp, summary, results))
+    run_dir.atomic_write_text(root / "table.md", table_markdown(exp, summary, results, cost))
     rows = table_csv_rows(exp, summary)
     if rows:
         out = io.StringIO()
@@ -87,6 +88,31 @@ def write_tables(exp: Experiment, root: Path, results: Dict[str, dict]) -> Path:
         w.writerows(rows)
         run_dir.atomic_write_text(root / "table.csv", out.getvalue())
     return root / "table.md"
+
+
+def _cost(runs, warm_of, root: Path, results: Dict[str, dict]) -> Optional[str]:
+    """table.md's cost line: the finished runs' own epochs and their shared warm-ups, once each."""
+    train_s = eval_s = 0.0
+    warm_dirs = set()
+    for i, run in enumerate(runs):
+        history = root / "runs" / run.label / run_dir.HISTORY
+        if run.label not in results or not history.exists():
+            continue
+        after = 0
+        if i in warm_of and (warm_of[i][1] / run_dir.HISTORY).exists():
+            after = warm_of[i][0].train.epochs
+            warm_dirs.add(warm_of[i][1])
+        t, e = history_seconds(_rows(history), after)
+        train_s, eval_s = train_s + t, eval_s + e
+    for folder in warm_dirs:
+        t, e = history_seconds(_rows(folder / run_dir.HISTORY))
+        train_s, eval_s = train_s + t, eval_s + e
+    return cost_line(train_s, eval_s, len(results), len(warm_dirs)) if results else None
+
+
+def _rows(path: Path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def same_run(out: Path, config: Config) -> bool:
