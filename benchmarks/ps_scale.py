@@ -3,7 +3,7 @@
     python -m benchmarks.ps_scale                                # 2M users, 1M items, 8M interactions
     python -m benchmarks.ps_scale --users 20000 --items 10000 --interactions 80000 --steps 5   # smoke
 
-Starts, for 1 and then 2 workers, a local cluster of 2 parameter servers and
+Starts, for 1 and then 2 workers (`--workers`), a local cluster of 2 parameter servers and
 the workers (`python -m tf_sharpcf.parameter_server`) with a coordinator
 process that trains SharpCF (dim 64 by default, K = 4, LazyAdam) on it, and
 one process that trains the same data with the default strategy. Prints JSON:
@@ -167,6 +167,8 @@ def main(argv=None):
     p.add_argument("--negatives", type=int, default=4)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup-steps", type=int, default=8)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                   help="the parameter-server clusters to time, by worker count (default 1 2)")
     p.add_argument("--role", choices=("main", "coordinator", "single"), default="main", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.passthrough = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
@@ -182,7 +184,7 @@ def main(argv=None):
     result = {"users": args.users, "items": args.items, "interactions": int(data.num_train), "dim": args.dim,
               "batch_size": args.batch_size, "negatives": args.negatives, "cores": os.cpu_count()}
     del data
-    for workers in (1, 2):
+    for workers in args.workers:
         result[f"parameter_server_{workers}_workers"] = cluster_run(args, workers)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
