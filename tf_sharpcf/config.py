@@ -59,6 +59,7 @@ class TrainConfig:
     batch_size: int = 8192
     negatives: int = 4             # K: uniform negatives per positive, BPR averaged over them
     lr: float = 5e-3
+    method_lr: float = 0.0         # lr from E_start on (every method's own epochs, BPR's too); 0: lr throughout
     optimizer: str = "lazyadam"
     l2: float = 1e-2
     seed: int = 0
@@ -111,6 +112,8 @@ class Config:
         _check(_is_int(t.negatives) and t.negatives >= 1, "negatives",
                f"(K) must be an integer >= 1, got {t.negatives!r}")
         _check(_finite(t.lr) and t.lr > 0, "lr", f"must be a finite number > 0, got {t.lr!r}")
+        _check(_finite(t.method_lr) and t.method_lr >= 0, "method-lr",
+               f"must be a finite number >= 0 (0: --lr throughout), got {t.method_lr!r}")
         _check(_finite(t.l2) and t.l2 >= 0, "l2", f"must be a finite number >= 0, got {t.l2!r}")
         _check(_is_int(t.seed) and 0 <= t.seed < 2 ** 32, "seed",
                f"must be an integer in [0, 2**32 - 1], got {t.seed!r}")
@@ -235,7 +238,8 @@ def _from_json_file(path, build):
 
 # Fields added after configs were first written, with the value a config
 # written before them meant (`Config.from_stored`).
-ADDED_FIELDS = {"train": {"negatives": 1, "loss": "bpr", "sampler": "uniform"}, "model": {"similarity": "dot"},
+ADDED_FIELDS = {"train": {"negatives": 1, "loss": "bpr", "sampler": "uniform", "method_lr": 0.0},
+                "model": {"similarity": "dot"},
                 "eval": {"patience": 0}}
 
 

@@ -61,6 +61,9 @@ TRAINING_FLAGS = [
                                    f"(default {_D.train.sampler})"}),
     ("lr", ["--lr"], ("train", "lr"),
      {"type": float, "help": f"learning rate (default {_D.train.lr})"}),
+    ("method_lr", ["--method-lr"], ("train", "method_lr"),
+     {"type": float, "help": f"learning rate from E_start (--warmup-epochs) on, for every method, BPR "
+                            f"too; 0: --lr throughout (default {_D.train.method_lr})"}),
     ("optimizer", ["--optimizer"], ("train", "optimizer"),
      {"choices": OPTIMIZERS, "help": f"(default {_D.train.optimizer})"}),
     ("l2", ["--l2"], ("train", "l2"),

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The searchable ones (every method's own, lr, L2) are set with --fix instead;
     # K and the batch size keep fit's flags too (--negatives-values etc. search them).
     own = tuple(q.field for q in params.all_params())
-    fit.add_training_flags(base, skip=(*own, "lr", "l2", "strategy", "ks"), helps={
+    fit.add_training_flags(base, skip=(*own, "lr", "l2", "method_lr", "strategy", "ks"), helps={
         "config": "JSON config file to start from (flags override it)",
         "epochs": f"total epochs per trial (default {d.train.epochs})",
         "warmup_epochs": f"E_start: epochs of the bare loss, trained once and shared by trials "
@@ -107,7 +107,7 @@ def settings_from_args(args: argparse.Namespace):
         overrides[name] = space
     if args.preset != presets.NONE:
         # a recipe's lr and L2 go with its optimizer and batch: held unless searched
-        for name in ("lr", "l2"):
+        for name in ("lr", "l2", "method_lr"):
             overrides.setdefault(name, space_lib.Space.fixed(getattr(base.train, space_lib.PARAMETERS[name].field)))
     return SearchSettings(
         base=base, space=space_lib.search_space(base.train.method, overrides, base.train.loss,

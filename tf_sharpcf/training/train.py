@@ -78,10 +78,11 @@ def attach_state(model, objective) -> None:
         setattr(model, name, module)
 
 
-def phases(objective, warmup_epochs: int, epochs: int):
-    """[(start, end, objective)] with the warm-up objective first when it differs."""
+def phases(objective, warmup_epochs: int, epochs: int, method_lr: float = 0.0):
+    """[(start, end, objective)] with the warm-up objective first when it
+    differs, or when the epochs from E_start on have their own lr."""
     warm = objective.warmup()
-    if warm is objective or warmup_epochs <= 0:
+    if warmup_epochs <= 0 or (warm is objective and not method_lr):
         return [(0, epochs, objective)]
     split = min(warmup_epochs, epochs)
     out = [(0, split, warm)]
@@ -237,8 +238,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Optional[Interaction
         last, timer, workdir, start_epoch, in_epoch, batches_per_step, data.num_train, t.batch_size)]
 
     try:
-        for start, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs):
-            start = max(start, start_epoch)
+        for begin, end, phase_objective in phases(objective, t.warmup_epochs, t.epochs, t.method_lr):
+            optimizer.learning_rate = t.method_lr if t.method_lr and begin >= t.warmup_epochs else t.lr
+            start = max(begin, start_epoch)
             if start >= end or early.met is not None:      # a resumed run may have stopped early
                 continue
             first = in_epoch.batches if in_epoch and start == in_epoch.epoch else 0

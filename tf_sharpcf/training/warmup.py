@@ -35,9 +35,10 @@ _NEUTRAL = Config().train
 
 def method_fields():
     """Train fields that only act after the warm-up (or only name the run):
-    the method, the epoch count and every registered method's own fields.
-    Runs that differ only in these share their first E_start epochs."""
-    return ("method", "epochs", *methods.method_fields())
+    the method, the epoch count, the lr from E_start on and every registered
+    method's own fields. Runs that differ only in these share their first
+    E_start epochs."""
+    return ("method", "epochs", "method_lr", *methods.method_fields())
 
 
 def sharing_key(config: Config) -> Config:

@@ -111,6 +111,8 @@ PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
     # needs its own warm-up, and a grid keeps that to at most 9.
     Parameter("lr", "lr", float, Space.choice(2.5e-3, 5e-3, 1e-2), "learning rate"),
     Parameter("l2", "l2", float, Space.choice(3e-3, 1e-2, 3e-2), "L2 weight on the batch embeddings"),
+    # The lr after E_start: trials that differ only in it share one warm-up.
+    Parameter("method_lr", "method_lr", float, None, "learning rate from E_start on (0: lr)"),
     # Part of the BPR recipe, like lr and L2 (each value its own warm-up);
     # searched only when asked, else the base config's value.
     Parameter("negatives", "negatives", int, None, "K, negatives per positive"),
