@@ -68,3 +68,32 @@ def test_runs_that_differ_in_method_lr_share_their_warm_up(tiny):
 def test_a_bad_method_lr_is_named(value):
     with pytest.raises(ConfigError, match="method-lr"):
         Config().replace(train={"method_lr": value}).validate()
+
+
+def test_shared_warm_ups_are_keyed_and_configured_without_it(tiny):
+    from tf_sharpcf.data.readers import load_lightgcn
+    from tf_sharpcf.training.early_stopping import phase_start
+    from tf_sharpcf.tuning.warm_starts import WarmStarts
+    a, b = config(tiny, method="sharpcf", epochs=4), config(tiny, method="sharpcf", epochs=4, method_lr=3.0)
+    starts = WarmStarts(tiny / "warmup", load_lightgcn(tiny))
+    assert "method_lr" not in starts.key_fields(b)["train"]      # keys cached before the field stay valid
+    assert starts.key(a) == starts.key(b)
+    assert warmup.warmup_config([b, a]).train.method_lr == 0.0 == warmup.warmup_config([a, b]).train.method_lr
+    assert phase_start(b.train) == 2 == phase_start(config(tiny, method_lr=3.0).train)   # BPR too
+    assert phase_start(config(tiny).train) == 0
+
+
+def test_a_run_stopped_after_e_start_resumes_at_the_method_lr(tiny, tmp_path, monkeypatch):
+    import signal
+    from test_preemption import sigterm_at
+    from test_resume import assert_same_run
+    from tf_sharpcf.cli.fit import main
+    args = ["--dataset", str(tiny), "--method", "bpr", "--optimizer", "sgd", "--lr", "0.5", "--method-lr", "2.0",
+            "--epochs", "4", "--warmup-epochs", "2", "--eval-every", "2", "--dim", "8", "--batch-size", "32",
+            "--steps-per-execution", "2", "--no-jit", "--quiet", "--preset", "none"]
+    assert main([*args, "--output-dir", str(tmp_path / "ref")]) == 0
+    sigterm_at(monkeypatch, (3, 2))                    # mid-epoch 3, the first after E_start
+    assert main([*args, "--output-dir", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert main(["--resume", str(tmp_path / "run"), "--quiet"]) == 0
+    assert_same_run(tmp_path / "run", tmp_path / "ref")

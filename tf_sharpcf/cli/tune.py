@@ -107,7 +107,7 @@ def settings_from_args(args: argparse.Namespace):
         overrides[name] = space
     if args.preset != presets.NONE:
         # a recipe's lr and L2 go with its optimizer and batch: held unless searched
-        for name in ("lr", "l2", "method_lr"):
+        for name in ("lr", "l2"):
             overrides.setdefault(name, space_lib.Space.fixed(getattr(base.train, space_lib.PARAMETERS[name].field)))
     return SearchSettings(
         base=base, space=space_lib.search_space(base.train.method, overrides, base.train.loss,

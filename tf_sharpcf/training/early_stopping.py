@@ -23,9 +23,11 @@ from tf_sharpcf import methods
 def phase_start(train_config) -> int:
     """The first epoch (0-based) whose evaluations the rule counts: E_start
     for a method that starts with a warm-up of the bare loss
-    (`methods.Method.warm_start`: APR, SharpCF), else 0. A warm-up never stops
-    early, and a run with no epoch after its warm-up never stops early."""
-    return train_config.warmup_epochs if methods.get(train_config.method).warm_start else 0
+    (`methods.Method.warm_start`: APR, SharpCF) or a run whose lr changes
+    there (`method_lr`), else 0. A warm-up never stops early, and a run with
+    no epoch after its warm-up never stops early."""
+    t = train_config
+    return t.warmup_epochs if methods.get(t.method).warm_start or t.method_lr else 0
 
 
 def stop_epoch(rows: Sequence[Dict], metric: str, patience: int, eval_every: int, start: int) -> Optional[int]:

@@ -76,8 +76,10 @@ class WarmStarts:
         train fields (a warm-up does not evaluate, and is trained on
         `data`, named by its fingerprint), and the recorded window."""
         key = sharing_key(config).replace(train={"checkpoint_every": 1})
-        return {"data": self.fingerprint, "model": dataclasses.asdict(key.model),
-                "train": dataclasses.asdict(key.train),
+        # method_lr is always 0 here (a method field): left out, so warm-ups
+        # cached before it existed keep their keys.
+        train = {k: v for k, v in dataclasses.asdict(key.train).items() if k != "method_lr"}
+        return {"data": self.fingerprint, "model": dataclasses.asdict(key.model), "train": train,
                 "recorded_window": self.window if _records(config.train.method) else 0}
 
     def key(self, config: Config) -> str:
