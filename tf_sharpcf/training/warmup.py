@@ -74,7 +74,8 @@ def warmup_config(configs: Sequence[Config], window: int = 1) -> Config:
     if len(keys) != 1 or not all(can_branch(c) for c in configs):
         raise ValueError("these runs do not share one warm-up")
     # A warm-up is never stopped early (`early_stopping.phase_start`): it trains all E_start epochs.
-    base, warm = configs[0].replace(eval={"patience": 0}, train={"method_lr": 0.0}), configs[0].train.warmup_epochs
+    base = configs[0].replace(eval={"patience": 0}, train={"method_lr": _NEUTRAL.method_lr})
+    warm = configs[0].train.warmup_epochs
     recording = [(methods.get(c.train.method).recording, c.train) for c in configs
                  if methods.get(c.train.method).recording is not None]
     if not recording:
