@@ -4,9 +4,12 @@
     python -m tf_sharpcf.analyze landscape   --runs RUN ... --out docs/figures/landscape_ml-1m.png
     python -m tf_sharpcf.analyze longtail    --runs RUN ... --out docs/figures/longtail_ml-1m.png
     python -m tf_sharpcf.analyze sensitivity --runs RUN ... --param lam --out docs/figures/lambda.png
+    python -m tf_sharpcf.analyze splits      --dataset gowalla
 
-Each writes the PNG and, beside it, the CSV it was drawn from (same name,
-`.csv`); `landscape` also writes `<name>_flatness.csv`.
+Each figure command writes the PNG and, beside it, the CSV it was drawn from
+(same name, `.csv`); `landscape` also writes `<name>_flatness.csv`. `splits`
+prints how popular the test and validation splits' held-out items are
+(`analysis/splits.py`), and with `--out` writes that table as CSV.
 """
 from __future__ import annotations
 
@@ -52,11 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="degree bin edges: groups [e0, e1), [e1, e2), ...")
     c = command("sensitivity", "final Recall@20 / NDCG@20 against λ or E (Figs. 5, 6)")
     c.add_argument("--param", choices=("lam", "window"), required=True, help="config.train field")
+    c = sub.add_parser("splits", help="item popularity of the test and validation splits' held-out interactions",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--dataset", required=True, help="a registered dataset or a folder")
+    c.add_argument("--data-dir", help="data directory (default: $TF_SHARPCF_DATA, else ~/.cache/tf_sharpcf)")
+    c.add_argument("--val-fraction", type=float, default=0.1, help="the validation split's fraction, as tune's")
+    c.add_argument("--seed", type=int, default=0, help="the validation split's seed, as tune's")
+    c.add_argument("--top", type=float, default=0.01, help="the fraction of items, by training degree, called top")
+    c.add_argument("--out", help="also write the table to this CSV")
     return p
+
+
+def splits(args) -> int:
+    """`analyze splits`: the table of `analysis.splits.split_rows`."""
+    import pandas as pd
+    from tf_sharpcf.analysis import splits as splits_lib
+    from tf_sharpcf.data import registry
+    if not 0 < args.top <= 1:
+        raise ConfigError(f"invalid --top: must be in (0, 1], got {args.top}")
+    data = registry.load_dataset(args.dataset, args.data_dir)
+    table = pd.DataFrame(splits_lib.split_rows(data, args.val_fraction, args.seed, args.top))
+    print(table.to_string(index=False, float_format="%.3f"))
+    if args.out:
+        from tf_sharpcf.atomic import atomic_write_text
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out), table.to_csv(index=False))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "splits":
+        return exits.run(lambda: splits(args))
     from tf_sharpcf.analysis import plots, runs as runs_lib  # TensorFlow is imported only once the flags parse
     out = Path(args.out)
     csv = out.with_suffix(".csv")
