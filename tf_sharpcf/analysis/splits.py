@@ -20,11 +20,16 @@ from tf_sharpcf.data.interactions import Interactions, split_validation
 from tf_sharpcf.errors import ConfigError, DataError
 
 
+def check_top(top: float) -> None:
+    """`top`, the fraction of items called top, must be in (0, 1]."""
+    if not 0 < top <= 1:
+        raise ConfigError(f"invalid --top: must be in (0, 1], got {top}")
+
+
 def top_items(degree: np.ndarray, top: float) -> np.ndarray:
     """[T] int64 ids of the ceil(top * num_items) items of highest `degree`
     ([num_items]), ties broken by the lower id."""
-    if not 0 < top <= 1:
-        raise ConfigError(f"invalid --top: must be in (0, 1], got {top}")
+    check_top(top)
     count = math.ceil(top * degree.shape[0])
     return np.lexsort((np.arange(degree.shape[0]), -degree))[:count]
 

@@ -71,7 +71,7 @@ def splits(args) -> int:
     import pandas as pd
     from tf_sharpcf.analysis import splits as splits_lib
     from tf_sharpcf.data import registry
-    splits_lib.top_items(np.zeros(1), args.top)         # checks --top before the data loads
+    splits_lib.check_top(args.top)                      # before the data loads
     data = registry.load_dataset(args.dataset, args.data_dir)
     table = pd.DataFrame(splits_lib.split_rows(data, args.val_fraction, args.seed, args.top))
     print(table.to_string(index=False, float_format="%.3f"))
