@@ -5,7 +5,8 @@ starts a `tf.distribute.Server` and serves until it is stopped, or, given
 `--parent-pid` / `--timeout-s`, until that process is gone or that time has
 passed. The chief's side is `parameter_server.py`; `wait_for_tasks` is what
 a (re)starting chief checks first, and `release_nothing_at_exit` keeps its
-exit quiet, as `close_native_log` does after the cluster lost a server.
+exit quiet, as `close_native_log` and `quiet_lost_peer_destructors` do after
+the cluster lost a server.
 """
 from __future__ import annotations
 
@@ -158,6 +159,37 @@ def release_nothing_at_exit() -> None:
 
 
 _RELEASE_REGISTERED = False
+
+
+def quiet_lost_peer_destructors() -> None:
+    """From now on, an error that a TensorFlow object's destructor cannot
+    raise (`Exception ignored in: <function Executor.__del__ ...>`) is not
+    printed when it only says that a server is gone. For the chief
+    (coordinator) of a cluster.
+
+    Why: when a parameter server dies, an eager executor freed in another
+    thread (the coordinator's) fails to wait for its remote nodes, and
+    Python's default `sys.unraisablehook` prints that `UnavailableError` with
+    its gRPC details, piece by piece, interleaved with and after the error
+    the run raises about the same loss (CI, 2026-12-03). Any other unraisable
+    exception is printed as before, by the hook that was in place.
+    """
+    global _UNRAISABLE_QUIET
+    if _UNRAISABLE_QUIET:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, BaseException) and is_lost_peer(value):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _UNRAISABLE_QUIET = True
+
+
+_UNRAISABLE_QUIET = False
 
 
 def close_native_log() -> None:

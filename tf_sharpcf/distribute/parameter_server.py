@@ -54,7 +54,8 @@ from tf_sharpcf.data.interactions import Interactions
 from tf_sharpcf.errors import ConfigError
 from tf_sharpcf.data.input_pipeline import feistel_round_keys, index_permutation
 from tf_sharpcf.data.negatives import NegativeSampler, negative_key
-from tf_sharpcf.distribute.cluster import cluster_config, release_nothing_at_exit, wait_for_tasks
+from tf_sharpcf.distribute.cluster import (cluster_config, quiet_lost_peer_destructors, release_nothing_at_exit,
+                                          wait_for_tasks)
 
 
 def make_strategy(wait_s: Optional[float] = None) -> tf.distribute.ParameterServerStrategy:
@@ -74,6 +75,7 @@ def make_strategy(wait_s: Optional[float] = None) -> tf.distribute.ParameterServ
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     shards = len(config["cluster"]["ps"])
     release_nothing_at_exit()      # no `Failed to remove function remotely` after our last line
+    quiet_lost_peer_destructors()      # nor a destructor's `UnavailableError` around our error
     return tf.distribute.ParameterServerStrategy(
         resolver, variable_partitioner=tf.distribute.experimental.partitioners.FixedShardsPartitioner(shards))
 
