@@ -73,6 +73,38 @@ def test_sgd_is_a_row_wise_step_with_summed_duplicates():
     np.testing.assert_allclose(var.numpy(), want)
 
 
+@pytest.mark.parametrize("initial", [0.1, 1e-6, 0.0])
+def test_adagrad_is_a_row_wise_step_from_its_initial_accumulator(initial):
+    """Keras' sparse Adagrad, two steps: each occurrence of a row adds its g²
+    to the row's accumulator (from `initial_accumulator`), then each
+    occurrence steps by lr·g / √(acc + ε); other rows keep value and acc."""
+    lr, eps = 0.5, 1e-7
+    start = np.ones((4, 2), np.float32)
+    var = tf.Variable(start)
+    optimizer = make_optimizer("adagrad", lr, initial_accumulator=initial)
+    want, acc = start.astype(np.float64), np.full((4, 2), initial)
+    for values, rows in (([[1.0, 2.0], [3.0, 4.0], [1.0, 1.0]], [2, 0, 2]), ([[0.5, -1.0]], [2])):
+        optimizer.apply_gradients([(tf.IndexedSlices(tf.constant(values), tf.constant(rows)), var)])
+        values = np.array(values)
+        np.add.at(acc, rows, values ** 2)
+        np.add.at(want, rows, -lr * values / np.sqrt(acc[rows] + eps))
+    np.testing.assert_allclose(var.numpy(), want, rtol=1e-5)
+    assert want[1].tolist() == [1.0, 1.0] and want[3].tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(optimizer.variables[-1].numpy(), acc, rtol=1e-6)
+
+
+def test_initial_accumulator_is_checked_and_only_for_adagrad():
+    from tf_sharpcf.config import Config
+    from tf_sharpcf.errors import ConfigError
+    Config().replace(train={"optimizer": "adagrad", "initial_accumulator": 1e-6}).validate()
+    Config().replace(train={"optimizer": "sgd", "initial_accumulator": 0.1}).validate()      # the default
+    with pytest.raises(ConfigError, match="initial-accumulator.*adagrad only.*'sgd'"):
+        Config().replace(train={"optimizer": "sgd", "initial_accumulator": 1e-6}).validate()
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="initial-accumulator.*>= 0"):
+            Config().replace(train={"optimizer": "adagrad", "initial_accumulator": bad}).validate()
+
+
 # -- the fused CPU kernel ---------------------------------------------------
 
 from tf_sharpcf.optim import kernels  # noqa: E402
@@ -162,3 +194,16 @@ def test_slots_per_table_sgd_none_adagrad_one_lazyadam_two():
         optimizer = make_optimizer(name, 0.1)
         optimizer.build([table])
         assert [v.shape.as_list() for v in optimizer.variables if v.shape.rank == 2] == [[5, 3]] * slots, name
+
+
+def test_fit_and_tune_take_the_initial_accumulator(tmp_path):
+    """`fit --initial-accumulator` reaches the config (and so the optimizer);
+    `tune --initial-accumulator-values` searches it."""
+    from tf_sharpcf.cli import fit, tune
+    args = fit.build_parser().parse_args(["--dataset", str(tmp_path), "--preset", "none", "--optimizer", "adagrad",
+                                          "--initial-accumulator", "1e-6"])
+    assert fit.config_from_args(args).train.initial_accumulator == 1e-6
+    assert fit.config_from_args(fit.build_parser().parse_args(
+        ["--dataset", str(tmp_path), "--preset", "none"])).train.initial_accumulator == 0.1
+    parsed = tune.build_parser().parse_args(["--dataset", str(tmp_path), "--initial-accumulator-values", "1e-6", "1e-4"])
+    assert parsed.initial_accumulator_values == [1e-6, 1e-4]

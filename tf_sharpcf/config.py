@@ -61,6 +61,7 @@ class TrainConfig:
     lr: float = 5e-3
     method_lr: float = 0.0         # lr from E_start on (every method's own epochs, BPR's too); 0: lr throughout
     optimizer: str = "lazyadam"
+    initial_accumulator: float = 0.1   # --optimizer adagrad: each accumulator's start (Keras' default)
     l2: float = 1e-2
     seed: int = 0
     steps_per_execution: int = 0   # batches per call into the graph; 0: 128
@@ -114,6 +115,10 @@ class Config:
         _check(_finite(t.lr) and t.lr > 0, "lr", f"must be a finite number > 0, got {t.lr!r}")
         _check(_finite(t.method_lr) and t.method_lr >= 0, "method-lr",
                f"must be a finite number >= 0 (0: --lr throughout), got {t.method_lr!r}")
+        _check(_finite(t.initial_accumulator) and t.initial_accumulator >= 0, "initial-accumulator",
+               f"must be a finite number >= 0, got {t.initial_accumulator!r}")
+        _check(t.optimizer == "adagrad" or t.initial_accumulator == TrainConfig.initial_accumulator,
+               "initial-accumulator", f"applies to --optimizer adagrad only, got it with {t.optimizer!r}")
         _check(_finite(t.l2) and t.l2 >= 0, "l2", f"must be a finite number >= 0, got {t.l2!r}")
         _check(_is_int(t.seed) and 0 <= t.seed < 2 ** 32, "seed",
                f"must be an integer in [0, 2**32 - 1], got {t.seed!r}")

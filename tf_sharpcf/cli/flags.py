@@ -66,6 +66,9 @@ TRAINING_FLAGS = [
                             f"too; 0: --lr throughout (default {_D.train.method_lr})"}),
     ("optimizer", ["--optimizer"], ("train", "optimizer"),
      {"choices": OPTIMIZERS, "help": f"(default {_D.train.optimizer})"}),
+    ("initial_accumulator", ["--initial-accumulator"], ("train", "initial_accumulator"),
+     {"type": float, "help": f"--optimizer adagrad: the accumulators' initial value; on the batch-mean "
+                             f"loss, 0.1 / batch² is a summed loss's 0.1 (default {_D.train.initial_accumulator})"}),
     ("l2", ["--l2"], ("train", "l2"),
      {"type": float, "help": f"L2 weight on the batch embeddings (default {_D.train.l2})"}),
     ("seed", ["--seed"], ("train", "seed"),

@@ -146,11 +146,15 @@ def row_kernel_usable(optimizer, strategy) -> bool:
     return isinstance(optimizer, LazyAdam) and single_cpu_device(strategy) and kernels.lazy_adam_op() is not None
 
 
-def make_optimizer(name: str, lr: float) -> tf.keras.optimizers.Optimizer:
-    """lazyadam (default), adagrad, sgd: row-wise updates; adam: dense (slow on CPU)."""
+def make_optimizer(name: str, lr: float, initial_accumulator: float = 0.1) -> tf.keras.optimizers.Optimizer:
+    """lazyadam (default), adagrad, sgd: row-wise updates; adam: dense (slow on CPU).
+    initial_accumulator: Adagrad's (Keras' `initial_accumulator_value`); the
+    other optimizers have none."""
     # The whole train step is XLA-compiled already; per-variable XLA updates
     # inside it would only add function calls.
     kinds = {"lazyadam": LazyAdam, "adagrad": Adagrad, "sgd": SGD, "adam": tf.keras.optimizers.Adam}
     if name not in kinds:
         raise ConfigError(f"invalid --optimizer: unknown optimizer {name!r}")
+    if name == "adagrad":
+        return Adagrad(learning_rate=lr, initial_accumulator_value=initial_accumulator, jit_compile=False)
     return kinds[name](learning_rate=lr, jit_compile=False)

@@ -66,7 +66,7 @@ def build_model(config: Config, data: Interactions, retry_safe: bool = False):
                                 config.model.init_std, seed=config.train.seed,
                                 similarity=config.model.similarity)
     attach_state(model, objective)
-    optimizer = make_optimizer(config.train.optimizer, config.train.lr)
+    optimizer = make_optimizer(config.train.optimizer, config.train.lr, config.train.initial_accumulator)
     return model, objective, optimizer
 
 

@@ -117,6 +117,7 @@ PARAMETERS: Dict[str, Parameter] = {p.name: p for p in (
     # searched only when asked, else the base config's value.
     Parameter("negatives", "negatives", int, None, "K, negatives per positive"),
     Parameter("batch_size", "batch_size", int, None, "batch size"),
+    Parameter("initial_accumulator", "initial_accumulator", float, None, "Adagrad's initial accumulator"),
 )}
 _ALIASES = {"lam": "lambda", "adv-weight": "adv_weight", "e": "window", "k": "negatives",
             "batch-size": "batch_size"}
