@@ -77,6 +77,9 @@ def test_shared_warm_ups_are_keyed_and_configured_without_it(tiny):
     a, b = config(tiny, method="sharpcf", epochs=4), config(tiny, method="sharpcf", epochs=4, method_lr=3.0)
     starts = WarmStarts(tiny / "warmup", load_lightgcn(tiny))
     assert "method_lr" not in starts.key_fields(b)["train"]      # keys cached before the field stay valid
+    assert "initial_accumulator" not in starts.key_fields(b)["train"]      # at its default, likewise
+    adagrad = b.replace(train={"optimizer": "adagrad"})
+    assert starts.key(adagrad) != starts.key(adagrad.replace(train={"initial_accumulator": 1e-6}))
     assert starts.key(a) == starts.key(b)
     assert warmup.warmup_config([b, a]).train.method_lr == 0.0 == warmup.warmup_config([a, b]).train.method_lr
     assert phase_start(b.train) == 2 == phase_start(config(tiny, method_lr=3.0).train)   # BPR too

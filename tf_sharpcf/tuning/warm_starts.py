@@ -59,6 +59,12 @@ def data_fingerprint(data: Interactions) -> str:
     return h.hexdigest()
 
 
+# Train fields added after warm-ups were first cached, with the value every
+# older warm-up trained at: left out of the key at that value, so those
+# caches keep their keys (method_lr is always 0 in a warm-up: a method field).
+_ADDED_LATER = {"method_lr": 0.0, "initial_accumulator": 0.1}
+
+
 class WarmStarts:
     """Trains and caches the BPR warm-up shared by trials (`<root>/<key>/`).
 
@@ -76,9 +82,8 @@ class WarmStarts:
         train fields (a warm-up does not evaluate, and is trained on
         `data`, named by its fingerprint), and the recorded window."""
         key = sharing_key(config).replace(train={"checkpoint_every": 1})
-        # method_lr is always 0 here (a method field): left out, so warm-ups
-        # cached before it existed keep their keys.
-        train = {k: v for k, v in dataclasses.asdict(key.train).items() if k != "method_lr"}
+        train = {k: v for k, v in dataclasses.asdict(key.train).items()
+                 if k not in _ADDED_LATER or v != _ADDED_LATER[k]}
         return {"data": self.fingerprint, "model": dataclasses.asdict(key.model), "train": train,
                 "recorded_window": self.window if _records(config.train.method) else 0}
 
