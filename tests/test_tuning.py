@@ -2,6 +2,7 @@
 the shared warm start, and that no trial sees the test set."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -121,6 +122,22 @@ def test_resume_extends_the_search_by_the_missing_trials_only(searched, monkeypa
     assert [r[1].name for r in recorder.trial_runs()] == ["trial_3"]
     assert (project / "trial_0" / "metrics.json").read_text() == before
     assert len(list(csv.DictReader(open(project / "trials.csv")))) == 4
+
+
+def test_a_project_whose_files_disagree_is_named_not_a_traceback(searched, tmp_path, capsys):
+    """oracle.json naming a trial that has no folder (a trial_N/ removed by
+    hand): keras-tuner's reload fails; `tune --resume` says which project
+    and what to do, with the bad-input exit code."""
+    shutil.copytree(searched["root"] / "tuning", tmp_path / "tuning")
+    oracle = tmp_path / "tuning" / "tiny-sharpcf" / "oracle.json"
+    state = json.loads(oracle.read_text())
+    state["ongoing_trials"] = {"tuner0": "99"}
+    oracle.write_text(json.dumps(state))
+    assert main(["--resume", "--max-trials", "4", "--directory", str(tmp_path / "tuning"),
+                 "--project-name", "tiny-sharpcf", "--quiet", "--no-final"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny-sharpcf: keras-tuner cannot reload" in err and "KeyError" in err and "--overwrite" in err, err
+    assert "Traceback" not in err
 
 
 def test_no_trial_sees_the_test_set(searched):

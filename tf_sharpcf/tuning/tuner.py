@@ -49,7 +49,7 @@ from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, Ran
 from tf_sharpcf.training import checkpointing, run_dir, signals, train
 from tf_sharpcf.config import Config
 from tf_sharpcf.data.interactions import Interactions, split_validation
-from tf_sharpcf.errors import Stopped, TfSharpCFError, TrainingError
+from tf_sharpcf.errors import ConfigError, Stopped, TfSharpCFError, TrainingError
 from tf_sharpcf.atomic import atomic_write_text
 from tf_sharpcf.tuning.search_space import PARAMETERS
 from tf_sharpcf.tuning.warm_starts import WarmStarts
@@ -213,7 +213,15 @@ def search(settings: SearchSettings, directory: Path, project_name: str, data: O
     validation = split_validation(data, settings.val_fraction, seed=settings.base.train.seed)
     if verbose:
         print(f"search on {validation.describe()}", file=sys.stderr)
-    tuner = Tuner(settings, validation, directory, project_name, verbose=verbose)
+    try:
+        tuner = Tuner(settings, validation, directory, project_name, verbose=verbose)
+    except RuntimeError as e:      # keras-tuner's reload of a project whose files disagree
+        if not str(e).startswith("Error reloading"):
+            raise
+        cause = f"{type(e.__cause__).__name__}: {e.__cause__}" if e.__cause__ else str(e)
+        raise ConfigError(f"{project}: keras-tuner cannot reload this search's state ({cause}): a file of it is "
+                          f"damaged or was removed (oracle.json names every trial, each trial_N/ holds one); "
+                          f"pass --overwrite to start the search afresh") from None
     tuner.oracle.verbose = verbose
     start = time.perf_counter()
     try:
