@@ -155,6 +155,5 @@ def make_optimizer(name: str, lr: float, initial_accumulator: float = 0.1) -> tf
     kinds = {"lazyadam": LazyAdam, "adagrad": Adagrad, "sgd": SGD, "adam": tf.keras.optimizers.Adam}
     if name not in kinds:
         raise ConfigError(f"invalid --optimizer: unknown optimizer {name!r}")
-    if name == "adagrad":
-        return Adagrad(learning_rate=lr, initial_accumulator_value=initial_accumulator, jit_compile=False)
-    return kinds[name](learning_rate=lr, jit_compile=False)
+    own = {"initial_accumulator_value": initial_accumulator} if name == "adagrad" else {}
+    return kinds[name](learning_rate=lr, jit_compile=False, **own)
