@@ -50,7 +50,7 @@ def test_each_preset_is_its_pipelines_recipe(name):
 def test_the_paper_method_is_the_default_run():
     built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "gowalla"]))
     assert built.train.method == "sharpcf"
-    assert (built.train.optimizer, built.train.batch_size, built.train.lr) == ("sgd", 256, 25.6)
+    assert (built.train.optimizer, built.train.batch_size, built.train.lr) == ("adagrad", 256, 0.1)
 
 
 def test_a_folder_gets_the_folder_preset(tmp_path):
@@ -69,7 +69,7 @@ def test_none_keeps_the_library_defaults():
 def test_a_named_preset_for_another_dataset():
     built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(
         ["--dataset", "ml-1m", "--preset", "gowalla"]))
-    assert built.data.dataset == "ml-1m" and built.train.optimizer == "sgd"
+    assert built.data.dataset == "ml-1m" and built.train.optimizer == "adagrad"
 
 
 def test_flags_override_the_preset():
@@ -84,8 +84,27 @@ def test_a_partial_config_file_overrides_the_preset_and_flags_override_it(tmp_pa
                                 "data": {"dataset": "gowalla", "data_dir": "/elsewhere"}}))
     built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--config", str(path), "--epochs", "11"]))
     assert built.train.l2 == 0.02 and built.train.epochs == 11 and built.eval.ks == (5,)
-    assert built.train.optimizer == "sgd"            # the gowalla preset, under the file
+    assert built.train.optimizer == "adagrad"        # the gowalla preset, under the file
     assert built.data.data_dir is None               # the file's data_dir is not this machine's
+
+
+def test_another_optimizer_leaves_the_presets_adagrad_accumulator_behind(tmp_path):
+    """The gowalla preset's initial accumulator (Adagrad's) returns to the
+    default when a flag or file picks another optimizer, and stays an error
+    when set explicitly with one."""
+    built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(
+        ["--dataset", "gowalla", "--optimizer", "sgd", "--lr", "25.6"]))
+    assert (built.train.optimizer, built.train.initial_accumulator) == ("sgd", Config().train.initial_accumulator)
+    assert built.train.sampler == "dns"                # the rest of the preset stays
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"optimizer": "lazyadam"}}))
+    built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "gowalla", "--config", str(path)]))
+    assert built.train.initial_accumulator == Config().train.initial_accumulator
+    built = fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "gowalla"]))
+    assert built.train.initial_accumulator == 1e-6
+    with pytest.raises(ConfigError, match="initial-accumulator"):
+        fit_cli.config_from_args(fit_cli.build_parser().parse_args(
+            ["--dataset", "gowalla", "--optimizer", "sgd", "--initial-accumulator", "0.5"]))
 
 
 def test_a_full_config_file_is_taken_whole(tmp_path):
@@ -118,7 +137,7 @@ def test_help_lists_what_each_preset_changes():
     text = fit_cli.build_parser().format_help()
     for name, preset in presets.PRESETS.items():
         assert f"{name}: " in text
-    assert "lr 25.6" in text
+    assert "optimizer adagrad" in text
 
 
 def test_tune_keeps_the_defaults_unless_asked_and_then_holds_lr_and_l2():
@@ -128,11 +147,11 @@ def test_tune_keeps_the_defaults_unless_asked_and_then_holds_lr_and_l2():
     assert settings.space["lr"].kind != "fixed"
     args = tune_cli.build_parser().parse_args(["--dataset", "gowalla", "--method", "sharpcf", "--preset", "auto"])
     settings = tune_cli.settings_from_args(args)
-    assert settings.base.train.optimizer == "sgd"
-    assert settings.space["lr"].kind == "fixed" and settings.space["lr"].values == (25.6,)
+    assert settings.base.train.optimizer == "adagrad"
+    assert settings.space["lr"].kind == "fixed" and settings.space["lr"].values == (0.1,)
     assert settings.space["lambda"].kind != "fixed"      # the method's own are searched
     args = tune_cli.build_parser().parse_args(["--dataset", "gowalla", "--preset", "auto",
-                                               "--lr-values", "12.8", "25.6"])
+                                               "--lr-values", "0.03", "0.1"])
     assert tune_cli.settings_from_args(args).space["lr"].kind == "values"
 
 
@@ -146,12 +165,19 @@ def test_docs_table_names_what_each_preset_changes():
         assert f"| {changed} |" in rows[name], f"docs/presets.md's {name} row is out of date"
 
 
-def test_changing_the_sgd_batch_without_the_lr_warns():
+def test_changing_the_sgd_batch_without_the_lr_warns(tmp_path):
+    """An SGD recipe from a --config file (a tuned or earlier run) at batch
+    256: a flag that changes only the batch warns; one that scales the lr with
+    it does not, nor does a batch flag on an Adagrad or LazyAdam preset."""
+    path = tmp_path / "sgd.json"
+    path.write_text(json.dumps({"train": {"optimizer": "sgd", "batch_size": 256, "lr": 25.6}}))
     with pytest.warns(UserWarning, match=r"--batch-size 64 with the lr 25.6 chosen at batch 256.*--lr 6.4 keeps it"):
-        fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "gowalla", "--batch-size", "64"]))
+        fit_cli.config_from_args(fit_cli.build_parser().parse_args(
+            ["--dataset", "gowalla", "--config", str(path), "--batch-size", "64"]))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit_cli.config_from_args(fit_cli.build_parser().parse_args(
-            ["--dataset", "gowalla", "--batch-size", "64", "--lr", "6.4"]))
+            ["--dataset", "gowalla", "--config", str(path), "--batch-size", "64", "--lr", "6.4"]))
+        fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "gowalla", "--batch-size", "64"]))
         fit_cli.config_from_args(fit_cli.build_parser().parse_args(["--dataset", "ml-1m", "--batch-size", "64"]))

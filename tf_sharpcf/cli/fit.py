@@ -158,8 +158,10 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         given = config_file_sections(args.config)
     dataset = flags.get("data", {}).get("dataset") or given.get("data", {}).get("dataset") or Config().data.dataset
     base = presets.base_config(getattr(args, "preset", None) or presets.default_choice(), dataset)
-    config = base.replace(**given).replace(**flags).validate()
-    presets.warn_if_lr_unscaled(base, config)
+    recipe = base.replace(**given)
+    config = presets.keep_optimizer_fields_with_their_optimizer(
+        recipe.replace(**flags), chosen={**given.get("train", {}), **flags.get("train", {})}).validate()
+    presets.warn_if_lr_unscaled(recipe, config)
     return config
 
 
