@@ -137,8 +137,10 @@ def warn_if_lr_unscaled(base: Config, config: Config) -> None:
     """SGD's lr applies to the batch-mean loss, so the SGD lr of a preset or
     of a `--config` file (`base`: a tuned or earlier run) was chosen for its
     batch size: at another one each positive's step scales by base batch /
-    batch. Warns when a flag changed the batch and not the lr. (Adagrad's
-    and Adam's steps do not scale with the gradient, so they are not checked.)"""
+    batch. Warns when a flag changed the batch and not the lr. (Adam's step,
+    and Adagrad's once its accumulator has outgrown its start, as at the
+    gowalla preset's 1e-6, do not scale with the gradient, so other
+    optimizers are not checked.)"""
     b, t = base.train, config.train
     if t.optimizer == "sgd" == b.optimizer and t.batch_size != b.batch_size and t.lr == b.lr:
         warnings.warn(f"--batch-size {t.batch_size} with the lr {t.lr} chosen at batch {b.batch_size}: SGD's lr is "
