@@ -2,10 +2,13 @@
 their tables (the figures themselves are not asserted: they live in README)."""
 import json
 
+import pytest
+
 from benchmarks import epoch_time, negatives, step_time
 from tf_sharpcf.optim import kernels
 
 
+@pytest.mark.slow
 def test_epoch_time_prints_ratios_and_writes_json(tiny_folder, tmp_path, capsys):
     out = tmp_path / "bench.json"
     epoch_time.main(["--dataset", str(tiny_folder), "--epochs", "1", "--batch-size", "16", "--dim", "4",
@@ -29,6 +32,7 @@ def test_epoch_time_at_k_negatives_against_one(tiny_folder, tmp_path, capsys):
     assert results["bpr/bpr@k1"] > 0
 
 
+@pytest.mark.slow
 def test_negatives_times_fused_and_gathered_steps(tiny_folder, tmp_path, capsys):
     if kernels.gather_dot_op() is None:
         import pytest
@@ -55,6 +59,7 @@ def test_step_time_prints_every_variant(tiny_folder, capsys):
         assert f"| {variant} |" in table
 
 
+@pytest.mark.slow
 def test_ps_scale_reports_every_configuration(capsys):
     """A local cluster of 2 workers (the 1-worker one is the same code, and
     costs the suite 20 s more) and one default-strategy process, on a few

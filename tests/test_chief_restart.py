@@ -128,6 +128,7 @@ def scheduled(log: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_chief_killed_mid_epoch_resumes_and_writes_every_slot_once_per_epoch(tmp_path):
     """The check that every element's trajectory slot is written exactly once

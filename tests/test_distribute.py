@@ -268,6 +268,7 @@ def test_mirrored_strategy_on_a_single_device_trains_like_the_default(tiny_data,
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_mirrored_replicas_train_like_one_device(tiny_data, children):
     expected = reference(tiny_data)            # computed while the children run

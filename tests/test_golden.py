@@ -90,6 +90,7 @@ def test_tiny_runs_match_golden(case, tiny_folder, tmp_path):
     _check(case, out, full=True, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(ML1M_CASES))
 def test_ml1m_runs_match_golden(case, tmp_path):
     folder = shared_dataset("ml-1m")

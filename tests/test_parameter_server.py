@@ -179,6 +179,7 @@ def ps_run(tmp_path_factory):
     gc.collect()                # what the tests left, while every server still runs
 
 
+@pytest.mark.slow
 def test_tables_are_sharded_across_both_parameter_servers(ps_run):
     shards = ps_run["watch"].shards
     for name in ("user_embedding", "item_embedding", "trajectory"):
@@ -190,6 +191,7 @@ def test_tables_are_sharded_across_both_parameter_servers(ps_run):
     assert not ps_run["kernel"]                      # no fused row kernel on sharded variables
 
 
+@pytest.mark.slow
 def test_training_converges_with_a_worker_killed_mid_epoch(ps_run):
     assert ps_run["killed"]
     # Every scheduled step ran (at least) once: one per batch of each epoch;
@@ -293,6 +295,7 @@ def _checkpointed_epochs(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_a_lost_parameter_server_names_the_checkpoint_and_resume_continues(tmp_path):
     train, test = checkerboard(16)
     data = write_lightgcn(tmp_path / "board", train, test)

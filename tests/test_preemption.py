@@ -251,6 +251,7 @@ def test_a_disk_full_during_a_checkpoint_stops_cleanly_and_resume_completes(tiny
     assert_same_run(out, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_under_the_parameter_server_strategy_sigterm_stops_the_chief_at_the_epochs_end(tmp_path):
     from conftest import checkerboard, write_lightgcn
@@ -416,6 +417,7 @@ def test_sigterm_during_pipeline_keeps_finished_runs(tiny, tmp_path, monkeypatch
         assert got["final"] == want["final"] and got["best"] == want["best"], name
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_sweep_benchmark_compares_each_resume_with_its_reference(tiny, tmp_path, capsys):
     from benchmarks import preemption as bench
