@@ -192,6 +192,7 @@ lam = 1.0
 """
 
 
+@pytest.mark.slow
 def test_runs_branched_from_the_shared_warm_up_equal_runs_from_scratch(tmp_path, tiny_folder):
     """BPR, APR and SharpCF branched at E_start from one warm-up run (SharpCF
     with λ = 0, its table re-slotted to E) train exactly like runs of their

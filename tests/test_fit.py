@@ -57,6 +57,7 @@ def test_fit_reads_a_config_file_and_flags_override_it(tiny_folder, tmp_path):
     assert config["train"]["method"] == "apr" and config["train"]["eps"] == 0.3
 
 
+@pytest.mark.slow
 def test_fit_on_shared_ml1m_for_one_epoch(tmp_path):
     folder = shared_dataset("ml-1m")
     out = tmp_path / "ml1m"

@@ -36,6 +36,7 @@ print("our last line", file=sys.stderr, flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_chief_exits_after_its_last_line_without_removing_functions_remotely(tmp_path):
     """The trained model's functions are freed at exit (Keras's reference
@@ -56,6 +57,7 @@ def test_a_chief_exits_after_its_last_line_without_removing_functions_remotely(t
     assert "Failed to remove function remotely" not in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_run_that_loses_its_parameter_server_ends_with_our_error_message(tmp_path):
     data = write_lightgcn(tmp_path / "board", *checkerboard(8))
