@@ -43,6 +43,18 @@ class Preset:
 # A preset trains the paper's method (config.py's default) unless --method says otherwise.
 _METHOD = Config().train.method
 
+
+def _adagrad(sampling: Mapping[str, Any], l2: float, epochs: int, **method: Any) -> Dict[str, Any]:
+    """The Adagrad recipe every dataset's validation chose (Gowalla first):
+    MF at init N(0, 0.1²), BPR, Adagrad from a near-zero accumulator, lr 0.1,
+    batch 256, 200 warm-up epochs; each dataset's own negatives (`sampling`),
+    L2, epochs and method fields (`method`: λ, E, ρ, α)."""
+    return {"model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
+            "train": {"method": _METHOD, "loss": "bpr", **sampling, "optimizer": "adagrad",
+                      "initial_accumulator": 1e-6, "batch_size": 256, "lr": 0.1, "l2": l2, "epochs": epochs,
+                      "warmup_epochs": 200, **method},
+            "eval": {"eval_every": 10, "ks": (10, 20)}}
+
 # Table 2's small-batch recipe with DNS negatives, chosen on Gowalla's
 # validation split (docs/reproduction.md, "Small-batch SGD", "Hard negatives"
 # and "Adagrad with a decaying step"): batch 256 and L2 0.003 from the SGD
@@ -50,14 +62,8 @@ _METHOD = Config().train.method
 # Adagrad from a near-zero accumulator (a per-row step that decays; it beat
 # SGD), the protocol's length from BPR's validation curve (the 400 cap:
 # 200 + 200), then SharpCF's λ, E and APR's ρ, α searched on it.
-_ADAGRAD_DNS_GOWALLA = {
-    "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
-    "train": {"method": _METHOD, "loss": "bpr", "sampler": "dns", "candidates": 8, "negatives": 1,
-              "optimizer": "adagrad", "initial_accumulator": 1e-6, "batch_size": 256, "lr": 0.1, "l2": 0.003,
-              "epochs": 400, "warmup_epochs": 200,
-              "window": 3, "lam": 0.1, "eps": 0.01, "adv_weight": 0.1},
-    "eval": {"eval_every": 10, "ks": (10, 20)},
-}
+_ADAGRAD_DNS_GOWALLA = _adagrad({"sampler": "dns", "candidates": 8, "negatives": 1}, l2=0.003, epochs=400,
+                                window=3, lam=0.1, eps=0.01, adv_weight=0.1)
 
 # Yelp2018: Gowalla's Adagrad recipe with Yelp2018's own negatives (K = 4
 # uniform; DNS lost on its validation split), chosen on that split
@@ -65,28 +71,16 @@ _ADAGRAD_DNS_GOWALLA = {
 # SharpCF 0.1070 against LazyAdam's 0.0991 and 0.1062; the protocol's length
 # from BPR's validation curve (best at 380: 200 + 180); SharpCF's λ, E and
 # APR's ρ, α from its searches at 200 + 20, which tie Gowalla's values.
-_ADAGRAD_YELP2018 = {
-    "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
-    "train": {"method": _METHOD, "loss": "bpr", "sampler": "uniform", "negatives": 4,
-              "optimizer": "adagrad", "initial_accumulator": 1e-6, "batch_size": 256, "lr": 0.1, "l2": 0.003,
-              "epochs": 380, "warmup_epochs": 200,
-              "window": 3, "lam": 0.1, "eps": 0.01, "adv_weight": 0.1},
-    "eval": {"eval_every": 10, "ks": (10, 20)},
-}
+_ADAGRAD_YELP2018 = _adagrad({"sampler": "uniform", "negatives": 4}, l2=0.003, epochs=380,
+                             window=3, lam=0.1, eps=0.01, adv_weight=0.1)
 
 # ml-1m: the Adagrad settings of Gowalla and Yelp2018 with ml-1m's own K = 4
 # and L2 0.01, chosen on its validation split (docs/reproduction.md, "ml-1m
 # at the Adagrad recipe"): BPR 0.2349, SharpCF 0.2361 and APR 0.2357 against
 # LazyAdam's 0.2318, 0.2343 and 0.2306; BPR's best epoch is 130, so the
 # protocol's floor, 200 + 20; SharpCF's λ, E and APR's ρ, α searched on it.
-_ADAGRAD_ML1M = {
-    "model": {"dim": 128, "init_std": 0.1, "similarity": "dot"},
-    "train": {"method": _METHOD, "loss": "bpr", "sampler": "uniform", "negatives": 4,
-              "optimizer": "adagrad", "initial_accumulator": 1e-6, "batch_size": 256, "lr": 0.1, "l2": 0.01,
-              "epochs": 220, "warmup_epochs": 200,
-              "window": 1, "lam": 0.3, "eps": 0.1, "adv_weight": 0.1},
-    "eval": {"eval_every": 10, "ks": (10, 20)},
-}
+_ADAGRAD_ML1M = _adagrad({"sampler": "uniform", "negatives": 4}, l2=0.01, epochs=220,
+                         window=1, lam=0.3, eps=0.1, adv_weight=0.1)
 
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset("gowalla", _ADAGRAD_DNS_GOWALLA, "pipelines/table2_gowalla_adagrad.toml",
