@@ -35,7 +35,6 @@ def test_epoch_time_at_k_negatives_against_one(tiny_folder, tmp_path, capsys):
 @pytest.mark.slow
 def test_negatives_times_fused_and_gathered_steps(tiny_folder, tmp_path, capsys):
     if kernels.gather_dot_op() is None:
-        import pytest
         pytest.skip("the fused K-negative kernel cannot be built here")
     out = tmp_path / "neg.json"
     negatives.main(["--dataset", str(tiny_folder), "--dim", "4", "--methods", "bpr,sharpcf+softmax+cosine",

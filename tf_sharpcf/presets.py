@@ -55,6 +55,7 @@ def _adagrad(sampling: Mapping[str, Any], l2: float, epochs: int, **method: Any)
                       "warmup_epochs": 200, **method},
             "eval": {"eval_every": 10, "ks": (10, 20)}}
 
+
 # Table 2's small-batch recipe with DNS negatives, chosen on Gowalla's
 # validation split (docs/reproduction.md, "Small-batch SGD", "Hard negatives"
 # and "Adagrad with a decaying step"): batch 256 and L2 0.003 from the SGD
@@ -144,7 +145,7 @@ def warn_if_lr_unscaled(base: Config, config: Config) -> None:
     batch size: at another one each positive's step scales by base batch /
     batch. Warns when a flag changed the batch and not the lr. (Adam's step,
     and Adagrad's once its accumulator has outgrown its start, as at the
-    gowalla preset's 1e-6, do not scale with the gradient, so other
+    presets' 1e-6, do not scale with the gradient, so other
     optimizers are not checked.)"""
     b, t = base.train, config.train
     if t.optimizer == "sgd" == b.optimizer and t.batch_size != b.batch_size and t.lr == b.lr:
